@@ -1,0 +1,1 @@
+"""Label assigners: anchors/points -> ground truths. Each file registers its own entries."""

@@ -1,0 +1,1 @@
+"""Loss balancers: per-task loss weights, one call per training iteration."""

@@ -1,0 +1,1 @@
+"""Detector architectures and the registered model names."""

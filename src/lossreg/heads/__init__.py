@@ -1,0 +1,1 @@
+"""Detection heads (dense one-stage heads, RPN, RoI box head)."""

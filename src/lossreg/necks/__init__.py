@@ -1,0 +1,1 @@
+"""Necks (feature pyramids) between backbone and heads."""
