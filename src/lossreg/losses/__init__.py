@@ -1,1 +1,5 @@
 """Loss functions: classification (task 'cls') and regression (task 'reg'). Each file registers its own entries."""
+
+from .._autoimport import import_submodules
+
+import_submodules(__name__, __path__)

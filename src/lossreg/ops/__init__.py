@@ -1,0 +1,1 @@
+"""Box and anchor operations on top of torchvision.ops."""
