@@ -9,6 +9,7 @@ so a user's component is found without import-order tricks.
 
 from __future__ import annotations
 
+import collections.abc as cabc
 import difflib
 import fnmatch
 import importlib
@@ -17,14 +18,15 @@ import logging
 import threading
 import types
 import typing
-import collections.abc as cabc
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from types import MappingProxyType
-from typing import Any, Callable, Generic, Iterable, Mapping, TypeVar
+from typing import Any, Generic, TypeVar
 
 __all__ = [
     "REQUIRED",
+    "BadParameterError",
     "ComponentInfo",
     "Registry",
     "UnknownComponentError",
@@ -106,6 +108,14 @@ class UnknownComponentError(KeyError):
 
     def __str__(self) -> str:  # KeyError would wrap the message in quotes
         return self.message
+
+
+class BadParameterError(TypeError):
+    """An unknown or ill-typed keyword for a component; ``param`` names it."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 @dataclass(frozen=True)
@@ -413,14 +423,16 @@ class Registry(Generic[T]):
                 if accepts_any:
                     continue
                 valid = [k for k in info.params]
-                raise TypeError(
+                raise BadParameterError(
                     f"{label} has no parameter {key!r};{_did_you_mean(close_matches(key, valid))}"
-                    f" valid parameters: {', '.join(valid) or '(none)'}"
+                    f" valid parameters: {', '.join(valid) or '(none)'}",
+                    key,
                 )
             if key in hints and not check_type(value, hints[key]):
-                raise TypeError(
+                raise BadParameterError(
                     f"{label}: parameter {key!r} expects {_describe_type(hints[key])}, "
-                    f"got {type(value).__name__} {value!r}"
+                    f"got {type(value).__name__} {value!r}",
+                    key,
                 )
 
     def create(self, name: str, /, **kwargs: Any) -> Any:

@@ -1,0 +1,50 @@
+"""README.md's component tables are generated from the registry and must be current."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lossreg._docs import END, START, component_tables, update_readme
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_tables_are_current():
+    assert update_readme(README, check=True), "README.md's tables are stale: run `python tools/update_readme.py`"
+
+
+def test_tables_list_every_component(temp_register):
+    class Fresh:
+        """A freshly registered assigner."""
+
+        paper = "Fresh, 2026"
+
+    temp_register("assigner", Fresh, name="fresh_assigner")
+    tables = component_tables()
+    assert "| `fresh_assigner` | A freshly registered assigner. | Fresh, 2026 |" in tables
+
+
+def test_stale_readme_detected(tmp_path):
+    path = tmp_path / "README.md"
+    path.write_text(f"intro\n{START}\nold table\n{END}\noutro\n")
+    assert not update_readme(path, check=True)
+    update_readme(path)
+    assert update_readme(path, check=True)
+    text = path.read_text()
+    assert text.startswith("intro\n") and text.endswith("outro\n") and "old table" not in text
+
+
+def _quickstart_commands() -> list[str]:
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    blocks = section.split("```bash\n")[1:]
+    return [b.split("```", 1)[0].strip() for b in blocks]
+
+
+def test_quickstart_opens_with_two_commands_and_ci_runs_the_test_one():
+    commands = _quickstart_commands()
+    assert len(commands) == 2 and all("\n" not in c for c in commands)
+    setup_and_run, test = commands
+    assert setup_and_run.startswith("python3 -m venv .venv && ") and "pytest" in test
+    ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8")
+    assert test in ci.splitlines(), ".ci/run must run README's test command verbatim"
