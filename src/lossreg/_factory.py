@@ -157,9 +157,25 @@ def register_pretrained(cfg: PretrainedCfg, *, default: bool = False, override: 
 
 def register_source(prefix: str, loader: Callable[..., Any]) -> None:
     """Install the loader for ``hf-hub`` / ``local-dir`` names (done by ``lossreg.hub``)."""
-    if prefix not in ("hf-hub", "local-dir", "recipe"):
+    if prefix not in ("hf-hub", "local-dir", "recipe", "pretrained"):
         raise ValueError(f"unknown model source {prefix!r}")
     _SOURCES[prefix] = loader
+
+
+def load_pretrained(model: Any, pretrained_cfg: PretrainedCfg | None, **kwargs: Any) -> Any:
+    """Load the published weights ``pretrained_cfg`` into ``model`` (through lossreg.hub)."""
+    if pretrained_cfg is None:
+        raise RuntimeError(
+            "pretrained=True, but no published weights are registered for this model "
+            "(looked in lossreg's pretrained registry; `lossreg list pretrained` shows what exists)"
+        )
+    loader = _SOURCES.get("pretrained")
+    if loader is None:
+        raise RuntimeError(
+            f"published weights {pretrained_cfg.name!r} live on the Hugging Face Hub ({pretrained_cfg.hf_hub_id}); "
+            "loading them needs lossreg's hub support (lossreg.hub), which is not available in this installation"
+        )
+    return loader(model, pretrained_cfg, **kwargs)
 
 
 def list_models(pattern: str = "*", include_recipes: bool = False) -> list[str]:

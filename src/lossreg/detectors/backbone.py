@@ -1,0 +1,70 @@
+"""timm backbones as multi-scale feature extractors (``features_only=True``)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import timm
+from torch import Tensor, nn
+
+_logger = logging.getLogger(__name__)
+
+
+class OfflineWeightsError(RuntimeError):
+    """Pretrained weights were requested but could not be downloaded or found in the cache."""
+
+
+class TimmBackbone(nn.Module):
+    """Any timm model with ``features_only=True``, returning the levels of the requested strides.
+
+    Args:
+        name: timm model name (``resnet18``, ``resnet50``, ``convnext_tiny``, ...).
+        strides: output strides wanted, finest first [(8, 16, 32)]: C3-C5 for one-stage
+            detectors, ``(4, 8, 16, 32)`` (C2-C5) for two-stage ones.
+        pretrained: download ImageNet weights through timm / the Hugging Face Hub [False].
+        freeze_bn: replace BatchNorm by frozen BatchNorm (detection practice with
+            pretrained weights and small per-device batches) [False].
+
+    Shapes: ``forward([B, 3, H, W]) -> list of [B, channels[i], H / strides[i], W / strides[i]]``.
+    """
+
+    def __init__(
+        self,
+        name: str = "resnet50",
+        strides: Sequence[int] = (8, 16, 32),
+        pretrained: bool = False,
+        freeze_bn: bool = False,
+    ) -> None:
+        super().__init__()
+        if not timm.is_model(name):
+            from .._registry import UnknownComponentError
+
+            raise UnknownComponentError("timm backbone", name, timm.list_models(), hint="see timm.list_models()")
+        try:
+            body = timm.create_model(name, features_only=True, pretrained=pretrained)
+        except Exception as exc:  # noqa: BLE001 - any download failure becomes one clear message
+            if not pretrained:
+                raise
+            raise OfflineWeightsError(
+                f"could not load pretrained weights of timm backbone {name!r} ({type(exc).__name__}: {exc}). "
+                "The weights are downloaded from the Hugging Face Hub on first use: connect to the internet, "
+                "or pre-populate the Hugging Face cache (HF_HOME), or pass pretrained_backbone=False"
+            ) from exc
+        reductions = body.feature_info.reduction()
+        missing = [s for s in strides if s not in reductions]
+        if missing:
+            raise ValueError(f"backbone {name!r} has no feature level with stride {missing}; it offers {reductions}")
+        self.indices = [reductions.index(s) for s in strides]
+        self.strides = tuple(int(s) for s in strides)
+        self.channels = [body.feature_info.channels()[i] for i in self.indices]
+        self.name = name
+        if freeze_bn:
+            from timm.layers import freeze_batch_norm_2d
+
+            body = freeze_batch_norm_2d(body)
+        self.body = body
+
+    def forward(self, images: Tensor) -> list[Tensor]:
+        feats = self.body(images)
+        return [feats[i] for i in self.indices]

@@ -1,0 +1,212 @@
+"""One-stage detectors: timm backbone -> FPN -> a dense head, torchvision's calling convention."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .._registry import build_component
+from ..assigners.result import summarize_assignment
+from .backbone import TimmBackbone
+
+_COMPONENTS = ("cls_loss", "reg_loss", "quality_loss", "assigner", "balancer")
+
+
+def pad_images(images: Tensor | Sequence[Tensor], divisor: int = 32) -> tuple[Tensor, list[tuple[int, int]]]:
+    """Batch ``[3, H_i, W_i]`` images (or a ``[B, 3, H, W]`` tensor) zero-padded to a multiple of ``divisor``.
+
+    Returns the ``[B, 3, H, W]`` batch and each image's own ``(H_i, W_i)``.
+    """
+    if isinstance(images, Tensor):
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be a float [B, 3, H, W] tensor or a list of [3, H, W], got {tuple(images.shape)}")
+        items = list(images)
+    else:
+        items = list(images)
+        for i, im in enumerate(items):
+            if not isinstance(im, Tensor) or im.dim() != 3 or im.shape[0] != 3:
+                raise ValueError(f"images[{i}] must be a float [3, H, W] tensor, got {getattr(im, 'shape', type(im))}")
+    if not items:
+        raise ValueError("images is empty")
+    if not items[0].is_floating_point():
+        raise ValueError(f"images must be float (0-1 range), got {items[0].dtype}; divide uint8 images by 255")
+    sizes = [(int(im.shape[1]), int(im.shape[2])) for im in items]
+    h = -(-max(s[0] for s in sizes) // divisor) * divisor
+    w = -(-max(s[1] for s in sizes) // divisor) * divisor
+    if isinstance(images, Tensor) and images.shape[-2:] == (h, w):
+        return images, sizes
+    batch = items[0].new_zeros((len(items), 3, h, w))
+    for i, im in enumerate(items):
+        batch[i, :, : im.shape[1], : im.shape[2]] = im
+    return batch, sizes
+
+
+def check_targets(targets: Any, num_images: int, num_classes: int) -> list[dict[str, Tensor]]:
+    """Validate ``[{"boxes": [G, 4] xyxy, "labels": [G]}]``; raise ``ValueError`` naming the bad image."""
+    if not isinstance(targets, (list, tuple)) or len(targets) != num_images:
+        raise ValueError(f"training needs one target dict per image ({num_images}), got {type(targets).__name__}")
+    out = []
+    for i, t in enumerate(targets):
+        if not isinstance(t, dict) or "boxes" not in t or "labels" not in t:
+            raise ValueError(f"targets[{i}] must be a dict with 'boxes' [G, 4] and 'labels' [G]")
+        boxes, labels = t["boxes"], t["labels"]
+        if boxes.dim() != 2 or boxes.shape[-1] != 4 or labels.shape != boxes.shape[:1]:
+            raise ValueError(
+                f"targets[{i}]: boxes must be [G, 4] and labels [G], got {tuple(boxes.shape)} and {tuple(labels.shape)}"
+            )
+        if boxes.numel() and not torch.isfinite(boxes).all():
+            raise ValueError(f"targets[{i}]: boxes contain NaN or inf")
+        if boxes.numel() and ((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])).any():
+            raise ValueError(f"targets[{i}]: boxes must be (x1, y1, x2, y2) with x2 >= x1 and y2 >= y1")
+        if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+            raise ValueError(f"targets[{i}]: labels must be in [0, {num_classes - 1}], got {labels.tolist()}")
+        out.append({**t, "boxes": boxes.float(), "labels": labels.long()})
+    return out
+
+
+class OneStageDetector(nn.Module):
+    """Backbone + FPN + dense head. ``model(images, targets)`` in training, ``model(images)`` in eval.
+
+    Args:
+        num_classes: object classes [80].
+        backbone: any timm model name [the architecture's default].
+        pretrained_backbone: download timm ImageNet weights [False]; fails with a clear
+            message when offline.
+        neck, head: registry names or ``{name, **params}`` dicts (defaults: ``fpn``, the arch's head).
+        cls_loss, reg_loss, quality_loss, assigner, balancer: components passed to the head;
+            ``None`` keeps the head's default.
+        label_names: class names, kept with the model and its published weights.
+        score_thr, nms_thr, pre_nms_topk, max_dets: post-processing.
+
+    Training returns ``{"loss_cls", "loss_reg", ["loss_quality"], "loss"}``; eval returns
+    ``[{"boxes" [K, 4] xyxy px, "scores" [K], "labels" [K]}]`` per image after NMS.
+    Images are float RGB in 0-1, normalised inside the model with the backbone's mean/std.
+    """
+
+    arch: str = ""
+    default_head: str = ""
+    default_backbone: str = "resnet50"
+    neck_defaults: dict[str, Any] = {"name": "fpn", "extra": "p6p7"}
+    backbone_strides: tuple[int, ...] = (8, 16, 32)
+
+    def __init__(
+        self,
+        num_classes: int = 80,
+        backbone: str | None = None,
+        pretrained_backbone: bool = False,
+        neck: str | dict[str, Any] | None = None,
+        head: str | dict[str, Any] | None = None,
+        cls_loss: Any = None,
+        reg_loss: Any = None,
+        quality_loss: Any = None,
+        assigner: Any = None,
+        balancer: Any = None,
+        label_names: Sequence[str] | None = None,
+        freeze_bn: bool | None = None,
+        score_thr: float = 0.05,
+        nms_thr: float = 0.6,
+        pre_nms_topk: int = 1000,
+        max_dets: int = 100,
+    ) -> None:
+        super().__init__()
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"{self.arch}: num_classes must be a positive int, got {num_classes!r}")
+        if label_names is not None and len(label_names) != num_classes:
+            raise ValueError(f"{self.arch}: {len(label_names)} label_names for num_classes={num_classes}")
+        backbone = backbone or self.default_backbone
+        freeze_bn = pretrained_backbone if freeze_bn is None else freeze_bn
+        self.num_classes = num_classes
+        self.label_names = list(label_names) if label_names is not None else [f"class_{i}" for i in range(num_classes)]
+        self.backbone = TimmBackbone(backbone, self.backbone_strides, pretrained_backbone, freeze_bn)
+        neck_cfg = _as_dict(neck, self.neck_defaults["name"])
+        if neck_cfg["name"] == self.neck_defaults["name"]:
+            neck_cfg = {**self.neck_defaults, **neck_cfg}
+        self.neck = build_component("neck", neck_cfg, in_channels=self.backbone.channels)
+        head_cfg = _as_dict(head, self.default_head)
+        overrides = {k: v for k, v in zip(_COMPONENTS, (cls_loss, reg_loss, quality_loss, assigner, balancer))}
+        head_kwargs = {k: v for k, v in overrides.items() if v is not None}
+        # quality_loss may be switched off explicitly with "none"
+        if isinstance(quality_loss, str) and quality_loss.lower() == "none":
+            head_kwargs["quality_loss"] = None
+        post = {"score_thr": score_thr, "nms_thr": nms_thr, "pre_nms_topk": pre_nms_topk, "max_dets": max_dets}
+        self.head = build_component(
+            "head",
+            {**head_cfg, **head_kwargs},
+            num_classes=num_classes,
+            in_channels=getattr(self.neck, "out_channels", 256),
+            **post,
+        )
+        cfg = getattr(self.backbone.body, "pretrained_cfg", {}) or {}
+        self.register_buffer("image_mean", torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("image_std", torch.tensor(cfg.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1), persistent=False)
+        # what rebuilds this exact detector (saved with published weights)
+        self.model_args: dict[str, Any] = {
+            "num_classes": num_classes,
+            "backbone": backbone,
+            "neck": neck_cfg,
+            "head": {**head_cfg, **{k: v for k, v in head_kwargs.items()}},
+            "label_names": self.label_names,
+            "freeze_bn": freeze_bn,
+            **post,
+        }
+
+    def _features(self, images: Tensor) -> list[Tensor]:
+        x = (images - self.image_mean.to(images.dtype)) / self.image_std.to(images.dtype)
+        return self.neck(self.backbone(x))
+
+    def forward(self, images: Tensor | Sequence[Tensor], targets: list[dict[str, Tensor]] | None = None):
+        batch, sizes = pad_images(images)
+        if self.training:
+            if targets is None:
+                raise ValueError("in training mode the model needs targets; call model.eval() for detections")
+            targets = check_targets(targets, batch.shape[0], self.num_classes)
+            return self.head.loss(self._features(batch), targets)
+        dets = self.head.predict(self._features(batch), tuple(batch.shape[-2:]))
+        for det, (h, w) in zip(dets, sizes):  # clip to each image's own size, not the padded batch
+            det["boxes"][:, 0::2] = det["boxes"][:, 0::2].clamp(0, w)
+            det["boxes"][:, 1::2] = det["boxes"][:, 1::2].clamp(0, h)
+        return dets
+
+    @torch.no_grad()
+    def explain_assignment(self, images: Tensor | Sequence[Tensor], targets: list[dict[str, Tensor]]) -> list[dict[str, Any]]:
+        """Per image: the assignment summary (positives per gt and per level, their IoU, ignored count),
+        the unweighted task losses and the balancer weights last applied. Changes no state."""
+        batch, _ = pad_images(images)
+        targets = check_targets(targets, batch.shape[0], self.num_classes)
+        buffers = {k: v.clone() for k, v in self.state_dict().items()}
+        try:
+            out = self.head.flat_outputs(self._features(batch))
+            results = self.head.assign(out, targets)
+            reports = []
+            for b, res in enumerate(results):
+                terms = self.head.loss_terms(_image_slice(out, b), [targets[b]], [res])
+                reports.append(
+                    {
+                        "summary": summarize_assignment(res),
+                        "losses": {k: float(v) for k, v in terms.items()},
+                        "weights": dict(self.head.last_loss_weights),
+                    }
+                )
+            return reports
+        finally:
+            self.load_state_dict(buffers)
+
+
+def _image_slice(out: dict[str, Any], b: int) -> dict[str, Any]:
+    """The flat head outputs of image ``b`` alone (batch dimension kept)."""
+    per_image = ("cls", "reg", "boxes", "quality")
+    return {k: (v[b : b + 1] if k in per_image and v is not None else v) for k, v in out.items()}
+
+
+def _as_dict(spec: str | dict[str, Any] | None, default: str) -> dict[str, Any]:
+    if spec is None:
+        return {"name": default}
+    if isinstance(spec, str):
+        return {"name": spec}
+    if isinstance(spec, dict):
+        return {"name": default, **copy.deepcopy(spec)}
+    raise TypeError(f"expected a component name or a {{'name': ...}} dict, got {type(spec).__name__}")

@@ -1,0 +1,304 @@
+"""The training and inference logic every dense one-stage head shares.
+
+A subclass builds its towers and returns, per pyramid level, classification
+logits ``[B, A * C, H, W]``, box regression ``[B, A * 4, H, W]`` and optionally a
+quality logit ``[B, A, H, W]``; it says how its regression output becomes boxes
+(``decode``) and how ground-truth boxes become regression targets for
+delta-space losses (``encode``). Everything else — assignment, quality targets,
+the three losses, the balancer, post-processing — lives here once, so any
+registered loss, assigner or balancer drops into any head by name.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import batched_nms, box_iou
+
+from .._registry import build_component
+from ..ops.anchors import AnchorGenerator
+from ..ops.iou import aligned_box_iou
+
+Spec = str | dict[str, Any] | nn.Module | None
+
+
+def _flatten(level_outputs: Sequence[Tensor], k: int) -> Tensor:
+    """Per-level ``[B, A * k, H, W]`` -> ``[B, sum(H * W * A), k]`` in (row, column, anchor) order."""
+    out = []
+    for t in level_outputs:
+        b, _, h, w = t.shape
+        out.append(t.permute(0, 2, 3, 1).reshape(b, -1, k))
+    return torch.cat(out, dim=1)
+
+
+def conv_tower(in_channels: int, feat_channels: int, num_convs: int, norm: str) -> nn.Sequential:
+    """``num_convs`` 3x3 conv (+ GroupNorm(32)) + ReLU layers."""
+    layers: list[nn.Module] = []
+    for i in range(num_convs):
+        layers.append(nn.Conv2d(in_channels if i == 0 else feat_channels, feat_channels, 3, padding=1, bias=norm == "none"))
+        if norm == "gn":
+            layers.append(nn.GroupNorm(32 if feat_channels % 32 == 0 else 1, feat_channels))
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+def init_head_convs(module: nn.Module, cls_out: nn.Conv2d | None, prior_prob: float = 0.01) -> None:
+    """Normal(0, 0.01) conv weights, zero biases, and the focal prior bias on the classification output."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.normal_(m.weight, std=0.01)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.GroupNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    if cls_out is not None:
+        nn.init.constant_(cls_out.bias, -math.log((1 - prior_prob) / prior_prob))
+
+
+class Scale(nn.Module):
+    """A learnable scalar multiplier (one per pyramid level in FCOS/ATSS)."""
+
+    def __init__(self, value: float = 1.0) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(float(value)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.scale
+
+
+class DenseHead(nn.Module):
+    """Base of the dense one-stage heads (subclasses: ``retina``, ``atss``, ``fcos``, ``vfnet``).
+
+    Args:
+        num_classes: number of object classes ``C`` (background is implicit).
+        cls_loss, reg_loss, quality_loss: registry names or ``{name, **params}`` dicts
+            (``quality_loss=None`` for heads without a quality branch).
+        assigner, balancer: registry names or dicts.
+        anchor_generator: the anchors (or each point's square anchor) per level.
+        reg_weighting: ``"quality"`` weights each positive's regression loss by its
+            quality target (ATSS/FCOS practice), ``"none"`` weights all positives alike.
+        score_thr, nms_thr, pre_nms_topk, max_dets: post-processing.
+    """
+
+    box_format = "delta"  # "delta" (anchor offsets) or "ltrb" (point distances)
+
+    def __init__(
+        self,
+        num_classes: int,
+        cls_loss: Spec,
+        reg_loss: Spec,
+        quality_loss: Spec,
+        assigner: Spec,
+        balancer: Spec,
+        anchor_generator: AnchorGenerator,
+        reg_weighting: str = "none",
+        score_thr: float = 0.05,
+        nms_thr: float = 0.6,
+        pre_nms_topk: int = 1000,
+        max_dets: int = 100,
+    ) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"{type(self).__name__}: num_classes must be >= 1, got {num_classes}")
+        if reg_weighting not in ("quality", "none"):
+            raise ValueError(f"reg_weighting must be 'quality' or 'none', got {reg_weighting!r}")
+        self.num_classes = num_classes
+        self.cls_loss = build_component("loss", cls_loss)
+        self.reg_loss = build_component("loss", reg_loss)
+        self.quality_loss = build_component("loss", quality_loss) if quality_loss is not None else None
+        for attr, task in (("cls_loss", "cls"), ("reg_loss", "reg"), ("quality_loss", "cls")):
+            loss = getattr(self, attr)
+            if loss is not None and getattr(loss, "task", task) != task:
+                raise ValueError(f"{attr} must be a {task!r} loss, got {type(loss).__name__} (task {loss.task!r})")
+        self.assigner = build_component("assigner", assigner)
+        self.balancer = build_component("balancer", balancer)
+        self.anchor_generator = anchor_generator
+        self.reg_weighting = reg_weighting
+        self.score_thr, self.nms_thr = score_thr, nms_thr
+        self.pre_nms_topk, self.max_dets = pre_nms_topk, max_dets
+        self.last_loss_weights: dict[str, float] = {}
+
+    # -- subclass interface -------------------------------------------------
+    @property
+    def num_anchors(self) -> int:
+        return self.anchor_generator.num_anchors
+
+    @property
+    def has_quality(self) -> bool:
+        return self.quality_loss is not None
+
+    def forward(self, feats: list[Tensor]) -> tuple[list[Tensor], list[Tensor], list[Tensor] | None]:
+        """Per level: cls ``[B, A*C, H, W]``, reg ``[B, A*4, H, W]``, quality ``[B, A, H, W]`` or None."""
+        raise NotImplementedError
+
+    def decode(self, anchors: Tensor, reg: Tensor, strides: Tensor) -> Tensor:
+        """Boxes ``[..., N, 4]`` from the regression output ``[..., N, 4]`` at ``anchors [N, 4]``."""
+        raise NotImplementedError
+
+    def encode(self, anchors: Tensor, boxes: Tensor, strides: Tensor) -> Tensor:
+        """Regression targets ``[P, 4]`` for delta-space losses (inverse of ``decode``)."""
+        raise NotImplementedError
+
+    def quality_target(self, anchors: Tensor, pred_boxes: Tensor, gt_boxes: Tensor) -> Tensor:
+        """Target ``[P]`` of the quality branch at positives: IoU of the predicted box (default)."""
+        return aligned_box_iou(pred_boxes, gt_boxes).clamp(min=0)
+
+    # -- shared -------------------------------------------------------------
+    def flat_outputs(self, feats: list[Tensor]) -> dict[str, Any]:
+        cls, reg, qual = self(feats)
+        sizes = [tuple(t.shape[-2:]) for t in cls]
+        anchors, level_sizes = self.anchor_generator.grid_anchors(sizes, device=cls[0].device)
+        strides = torch.cat(
+            [anchors.new_full((n,), float(s)) for n, s in zip(level_sizes, self.anchor_generator.strides)]
+        )
+        reg_flat = _flatten(reg, 4)
+        return {
+            "cls": _flatten(cls, self.num_classes),
+            "reg": reg_flat,
+            "quality": _flatten(qual, 1).squeeze(-1) if qual is not None else None,
+            "anchors": anchors,
+            "level_sizes": level_sizes,
+            "strides": strides,
+            "boxes": self.decode(anchors, reg_flat, strides),
+        }
+
+    def assign(self, out: dict[str, Any], targets: list[dict[str, Tensor]]) -> list[Any]:
+        """One assignment result per image (predictions passed for assigners that use them)."""
+        scores = out["cls"].detach().sigmoid()
+        boxes = out["boxes"].detach()
+        results = []
+        for b, tgt in enumerate(targets):
+            results.append(
+                self.assigner.assign(
+                    out["anchors"],
+                    out["level_sizes"],
+                    tgt["boxes"].to(boxes.dtype),
+                    tgt["labels"],
+                    pred_boxes=boxes[b],
+                    pred_scores=scores[b],
+                )
+            )
+        return results
+
+    def loss(self, feats: list[Tensor], targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        """Training losses: ``{"loss_cls", "loss_reg", ["loss_quality"], "loss"}`` (weighted by the balancer)."""
+        out = self.flat_outputs(feats)
+        terms = self.loss_terms(out, targets, self.assign(out, targets))
+        total, weights = self.balancer(terms)
+        self.last_loss_weights = dict(weights)
+        losses = {f"loss_{k}": v * weights.get(k, 1.0) for k, v in terms.items()}
+        losses["loss"] = total
+        return losses
+
+    def loss_terms(self, out: dict[str, Any], targets: list[dict[str, Tensor]], results: list[Any]) -> dict[str, Tensor]:
+        """Unweighted task losses ``{"cls", "reg", ["quality"]}`` from flat outputs and assignments."""
+        c = self.num_classes
+        cls, boxes = out["cls"], out["boxes"]
+        device = cls.device
+        labels_all, quality_all, pos_parts = [], [], []
+        for b, (tgt, res) in enumerate(zip(targets, results)):
+            gt_inds = res.gt_inds
+            labels = torch.full_like(gt_inds, c)
+            pos = gt_inds >= 0
+            labels[pos] = tgt["labels"][gt_inds[pos]].to(labels.dtype)
+            labels[gt_inds == -2] = -1
+            pred = boxes[b].detach()
+            quality = torch.zeros(gt_inds.shape[0], device=device)
+            if tgt["boxes"].shape[0] > 0:
+                # negatives: best IoU with any ground truth; positives: IoU with their own
+                quality = box_iou(pred.float(), tgt["boxes"].float()).max(dim=1).values
+                pos_idx = pos.nonzero().squeeze(1)
+                gt_pos = tgt["boxes"][gt_inds[pos_idx]].to(pred.dtype)
+                quality[pos_idx] = aligned_box_iou(pred[pos_idx].float(), gt_pos.float()).clamp(min=0)
+                pos_parts.append((b, pos_idx, gt_pos))
+            labels_all.append(labels)
+            quality_all.append(quality)
+        labels = torch.cat(labels_all)
+        quality = torch.cat(quality_all).clamp(0, 1)
+        num_pos = sum(int(p[1].numel()) for p in pos_parts)
+        avg = float(max(num_pos, 1))
+        terms = {"cls": self.cls_loss(cls.reshape(-1, c), labels, quality=quality, avg_factor=avg)}
+
+        if num_pos == 0:
+            # keep every output in the graph so DDP and the balancer see the same tasks every step
+            zero = out["reg"].sum() * 0.0
+            terms["reg"] = zero
+            if self.has_quality:
+                terms["quality"] = out["quality"].sum() * 0.0
+            return terms
+
+        b_idx = torch.cat([torch.full_like(p[1], p[0]) for p in pos_parts])
+        a_idx = torch.cat([p[1] for p in pos_parts])
+        gt_boxes = torch.cat([p[2] for p in pos_parts]).float()
+        anchors = out["anchors"][a_idx]
+        strides = out["strides"][a_idx]
+        pred_boxes = boxes[b_idx, a_idx]
+        pos_labels = labels.view(len(targets), -1)[b_idx, a_idx]
+        scores = cls[b_idx, a_idx, pos_labels].detach().sigmoid()
+        q_target = self.quality_target(anchors, pred_boxes.detach().float(), gt_boxes).detach()
+
+        weight, reg_avg = None, avg
+        if self.reg_weighting == "quality":
+            weight = q_target
+            reg_avg = float(q_target.sum().clamp(min=1e-6))
+        if getattr(self.reg_loss, "space", "box") == "delta":
+            reg_pred = out["reg"][b_idx, a_idx]
+            reg_target = self.encode(anchors, gt_boxes, strides)
+        else:
+            reg_pred, reg_target = pred_boxes, gt_boxes
+        terms["reg"] = self.reg_loss(reg_pred, reg_target, weight=weight, avg_factor=reg_avg, scores=scores, anchors=anchors)
+        if self.has_quality:
+            q_logits = out["quality"][b_idx, a_idx][:, None]
+            zeros = torch.zeros_like(a_idx)
+            terms["quality"] = self.quality_loss(q_logits, zeros, avg_factor=avg, target=q_target)
+        return terms
+
+    @torch.no_grad()
+    def predict(self, feats: list[Tensor], image_size: tuple[int, int]) -> list[dict[str, Tensor]]:
+        """Post-processed detections per image: top-k per level, score threshold, class-wise NMS."""
+        out = self.flat_outputs(feats)
+        scores_all = out["cls"].sigmoid()
+        if out["quality"] is not None:
+            scores_all = scores_all * out["quality"].sigmoid()[..., None]
+        h, w = image_size
+        results = []
+        for b in range(scores_all.shape[0]):
+            kept_boxes, kept_scores, kept_labels = [], [], []
+            start = 0
+            for n in out["level_sizes"]:
+                s = scores_all[b, start : start + n].reshape(-1)
+                keep = (s > self.score_thr).nonzero().squeeze(1)
+                if keep.numel() > self.pre_nms_topk:
+                    keep = keep[s[keep].topk(self.pre_nms_topk).indices]
+                a_idx = keep // self.num_classes + start
+                kept_boxes.append(out["boxes"][b, a_idx])
+                kept_scores.append(s[keep])
+                kept_labels.append(keep % self.num_classes)
+                start += n
+            boxes = torch.cat(kept_boxes).float()
+            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
+            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+            scores, labels = torch.cat(kept_scores).float(), torch.cat(kept_labels)
+            keep = batched_nms(boxes, scores, labels, self.nms_thr)[: self.max_dets]
+            results.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
+        return results
+
+
+def centerness_target(anchors: Tensor, gt_boxes: Tensor) -> Tensor:
+    """FCOS centerness ``sqrt(min(l, r) / max(l, r) * min(t, b) / max(t, b))`` ``[P]`` of anchor centres in their gts.
+
+    Centres outside their box (possible with max-IoU or EATSS assignment) get 0.
+    """
+    cx = (anchors[:, 0] + anchors[:, 2]) * 0.5
+    cy = (anchors[:, 1] + anchors[:, 3]) * 0.5
+    left, right = cx - gt_boxes[:, 0], gt_boxes[:, 2] - cx
+    top, bottom = cy - gt_boxes[:, 1], gt_boxes[:, 3] - cy
+    lr = torch.stack([left, right], 1).clamp(min=0)
+    tb = torch.stack([top, bottom], 1).clamp(min=0)
+    ratio = (lr.min(1).values / lr.max(1).values.clamp(min=1e-6)) * (tb.min(1).values / tb.max(1).values.clamp(min=1e-6))
+    return ratio.clamp(min=0).sqrt()

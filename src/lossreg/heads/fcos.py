@@ -1,0 +1,88 @@
+"""FCOS's head: per-point ltrb distances and centerness (anchor-free)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .._registry import register_head
+from ..ops.anchors import AnchorGenerator
+from .dense import DenseHead, Scale, Spec, centerness_target, conv_tower, init_head_convs
+
+
+@register_head("fcos")
+class FCOSHead(DenseHead):
+    """FCOS head: GN conv towers, one point per location regressing ltrb distances, centerness branch.
+
+    Paper: Tian et al., FCOS: Fully Convolutional One-Stage Object Detection, ICCV 2019.
+
+    Points sit at the centres of the feature cells; assigners receive each point's
+    square anchor of side ``octave_base_scale * stride`` (8 * stride, as ATSS does), so
+    ``assigner="atss"`` gives FCOS+ATSS. Distances are ``relu(scale_l * x) * stride``
+    (``norm_on_bbox``); delta-space losses see the distances divided by the stride.
+
+    Defaults: ``cls_loss="focal"``, ``reg_loss="giou"``, ``quality_loss="bce"``,
+    ``assigner="fcos"``, ``balancer="static"``, regression weighted by the centerness
+    target, ``centerness_on_reg=True``, N(0, 0.01) convs, focal prior bias 0.01.
+
+    Shapes: cls ``[B, C, H_l, W_l]``, reg ``[B, 4, H_l, W_l]``, quality ``[B, 1, H_l, W_l]`` per level.
+    """
+
+    paper = "Tian et al., FCOS: Fully Convolutional One-Stage Object Detection, ICCV 2019"
+    box_format = "ltrb"
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 256,
+        feat_channels: int = 256,
+        stacked_convs: int = 4,
+        strides: Sequence[int] = (8, 16, 32, 64, 128),
+        cls_loss: Spec = "focal",
+        reg_loss: Spec = "giou",
+        quality_loss: Spec = "bce",
+        assigner: Spec = "fcos",
+        balancer: Spec = "static",
+        octave_base_scale: float = 8.0,
+        norm: Literal["gn", "none"] = "gn",
+        prior_prob: float = 0.01,
+        reg_weighting: str = "quality",
+        **kwargs,
+    ) -> None:
+        gen = AnchorGenerator(strides, (1.0,), octave_base_scale, 1, center_offset=0.5)
+        super().__init__(
+            num_classes, cls_loss, reg_loss, quality_loss, assigner, balancer, gen, reg_weighting=reg_weighting, **kwargs
+        )
+        self.cls_tower = conv_tower(in_channels, feat_channels, stacked_convs, norm)
+        self.reg_tower = conv_tower(in_channels, feat_channels, stacked_convs, norm)
+        self.cls_out = nn.Conv2d(feat_channels, num_classes, 3, padding=1)
+        self.reg_out = nn.Conv2d(feat_channels, 4, 3, padding=1)
+        self.quality_out = nn.Conv2d(feat_channels, 1, 3, padding=1) if self.has_quality else None
+        self.scales = nn.ModuleList(Scale(1.0) for _ in strides)
+        init_head_convs(self, self.cls_out, prior_prob)
+
+    def forward(self, feats: list[Tensor]):
+        cls, reg, qual = [], [], []
+        for x, scale in zip(feats, self.scales):
+            c, r = self.cls_tower(x), self.reg_tower(x)
+            cls.append(self.cls_out(c))
+            reg.append(F.relu(scale(self.reg_out(r)).float()))  # distances in strides
+            if self.quality_out is not None:
+                qual.append(self.quality_out(r))
+        return cls, reg, (qual or None)
+
+    def decode(self, anchors: Tensor, reg: Tensor, strides: Tensor) -> Tensor:
+        ctr = (anchors[:, :2] + anchors[:, 2:]) * 0.5
+        dist = reg * strides[:, None]
+        return torch.cat([ctr - dist[..., :2], ctr + dist[..., 2:]], dim=-1)
+
+    def encode(self, anchors: Tensor, boxes: Tensor, strides: Tensor) -> Tensor:
+        ctr = (anchors[:, :2] + anchors[:, 2:]) * 0.5
+        return torch.cat([ctr - boxes[:, :2], boxes[:, 2:] - ctr], dim=-1) / strides[:, None]
+
+    def quality_target(self, anchors: Tensor, pred_boxes: Tensor, gt_boxes: Tensor) -> Tensor:
+        return centerness_target(anchors, gt_boxes)

@@ -1,0 +1,76 @@
+"""RetinaNet's head: two plain conv towers, 9 anchors per location, delta regression."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from .._registry import register_head
+from ..ops.anchors import AnchorGenerator
+from ..ops.box_coder import DeltaBoxCoder
+from .dense import DenseHead, Spec, conv_tower, init_head_convs
+
+
+@register_head("retina")
+class RetinaHead(DenseHead):
+    """RetinaNet head: 4-conv towers, 9 anchors per location, sigmoid classification, delta regression.
+
+    Paper: Lin et al., Focal Loss for Dense Object Detection, ICCV 2017.
+
+    Defaults: ``cls_loss="focal"``, ``reg_loss="l1"`` (on deltas; any box-space loss
+    such as ``giou`` works too), ``assigner="max_iou"``, ``balancer="static"``;
+    anchors ``octave_base_scale=4, scales_per_octave=3, ratios=(0.5, 1, 2)``; delta
+    coder ``stds=(1, 1, 1, 1)``; conv weights N(0, 0.01), focal prior bias 0.01.
+
+    Shapes: ``forward(list of [B, in_channels, H_l, W_l])`` -> cls ``[B, 9*C, H_l, W_l]``,
+    reg ``[B, 9*4, H_l, W_l]``, no quality branch.
+    """
+
+    paper = "Lin et al., Focal Loss for Dense Object Detection, ICCV 2017"
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 256,
+        feat_channels: int = 256,
+        stacked_convs: int = 4,
+        strides: Sequence[int] = (8, 16, 32, 64, 128),
+        cls_loss: Spec = "focal",
+        reg_loss: Spec = "l1",
+        quality_loss: Spec = None,
+        assigner: Spec = "max_iou",
+        balancer: Spec = "static",
+        octave_base_scale: float = 4.0,
+        scales_per_octave: int = 3,
+        ratios: Sequence[float] = (0.5, 1.0, 2.0),
+        coder_stds: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
+        prior_prob: float = 0.01,
+        **kwargs,
+    ) -> None:
+        gen = AnchorGenerator(strides, ratios, octave_base_scale, scales_per_octave)
+        super().__init__(num_classes, cls_loss, reg_loss, quality_loss, assigner, balancer, gen, **kwargs)
+        a = gen.num_anchors
+        self.coder = DeltaBoxCoder(stds=coder_stds)
+        self.cls_tower = conv_tower(in_channels, feat_channels, stacked_convs, "none")
+        self.reg_tower = conv_tower(in_channels, feat_channels, stacked_convs, "none")
+        self.cls_out = nn.Conv2d(feat_channels, a * num_classes, 3, padding=1)
+        self.reg_out = nn.Conv2d(feat_channels, a * 4, 3, padding=1)
+        self.quality_out = nn.Conv2d(feat_channels, a, 3, padding=1) if self.has_quality else None
+        init_head_convs(self, self.cls_out, prior_prob)
+
+    def forward(self, feats: list[Tensor]):
+        cls, reg, qual = [], [], []
+        for x in feats:
+            c, r = self.cls_tower(x), self.reg_tower(x)
+            cls.append(self.cls_out(c))
+            reg.append(self.reg_out(r))
+            if self.quality_out is not None:
+                qual.append(self.quality_out(r))
+        return cls, reg, (qual or None)
+
+    def decode(self, anchors: Tensor, reg: Tensor, strides: Tensor) -> Tensor:
+        return self.coder.decode(anchors, reg)
+
+    def encode(self, anchors: Tensor, boxes: Tensor, strides: Tensor) -> Tensor:
+        return self.coder.encode(anchors, boxes)

@@ -1,0 +1,68 @@
+"""Feature pyramid network neck (Lin et al., CVPR 2017) on top of torchvision's implementation."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Literal
+
+from torch import Tensor, nn
+from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool, LastLevelP6P7
+
+from .._registry import register_neck
+
+
+@register_neck("fpn")
+class FPN(nn.Module):
+    """Feature pyramid: lateral 1x1 + top-down sum + 3x3 output convs, plus extra coarser levels.
+
+    Paper: Lin et al., Feature Pyramid Networks for Object Detection, CVPR 2017.
+
+    One-stage detectors take C3-C5 and add P6, P7 with stride-2 convs
+    (``extra="p6p7"``; from P5 as ATSS/FCOS do, or from C5 with
+    ``extra_from="c5"`` as the original RetinaNet); two-stage detectors take
+    C2-C5 and add P6 by max-pooling P5 (``extra="maxpool"``).
+
+    Args:
+        in_channels: channels of each backbone level, finest first (required).
+        out_channels: channels of every output level [256].
+        extra: ``"p6p7"``, ``"maxpool"`` or ``"none"`` ["p6p7"].
+        extra_from: source of P6 for ``"p6p7"``: ``"p5"`` or ``"c5"`` ["p5"].
+
+    Shapes: ``forward(list of [B, in_channels[i], H_i, W_i]) -> list of [B, out_channels, H_j, W_j]``,
+    finest first, ``len(in_channels) + 2`` outputs for ``p6p7``, ``+ 1`` for ``maxpool``.
+    """
+
+    paper = "Lin et al., Feature Pyramid Networks for Object Detection, CVPR 2017"
+
+    def __init__(
+        self,
+        in_channels: list[int],
+        out_channels: int = 256,
+        extra: Literal["p6p7", "maxpool", "none"] = "p6p7",
+        extra_from: Literal["p5", "c5"] = "p5",
+    ) -> None:
+        super().__init__()
+        if not in_channels:
+            raise ValueError("fpn: in_channels must list the channels of at least one backbone level")
+        if extra == "p6p7":
+            # torchvision takes P5 when the block's input width equals out_channels, else C5.
+            src = out_channels if extra_from == "p5" else in_channels[-1]
+            if extra_from == "c5" and src == out_channels:
+                raise ValueError("fpn: extra_from='c5' needs C5's channels to differ from out_channels")
+            blocks = LastLevelP6P7(src, out_channels)
+        elif extra == "maxpool":
+            blocks = LastLevelMaxPool()
+        elif extra == "none":
+            blocks = None
+        else:
+            raise ValueError(f"fpn: extra must be 'p6p7', 'maxpool' or 'none', got {extra!r}")
+        self.in_channels = list(in_channels)
+        self.out_channels = out_channels
+        self.num_outs = len(in_channels) + {"p6p7": 2, "maxpool": 1, "none": 0}[extra]
+        self.fpn = FeaturePyramidNetwork(list(in_channels), out_channels, extra_blocks=blocks)
+
+    def forward(self, feats: list[Tensor]) -> list[Tensor]:
+        if len(feats) != len(self.in_channels):
+            raise ValueError(f"fpn: expected {len(self.in_channels)} feature maps, got {len(feats)}")
+        out = self.fpn(OrderedDict((str(i), f) for i, f in enumerate(feats)))
+        return list(out.values())

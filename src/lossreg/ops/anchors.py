@@ -1,0 +1,96 @@
+"""Anchor boxes and points of a feature pyramid, level by level, in ``[H, W, A]`` order.
+
+The flattening order (row, column, anchor) matches a head output
+``[B, A * K, H, W]`` permuted to ``[B, H, W, A, K]`` and reshaped to ``[B, H * W * A, K]``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+
+class AnchorGenerator:
+    """Square-grid anchors as RetinaNet and ATSS define them (mmdetection's convention).
+
+    Each location of level ``l`` (stride ``s``) gets ``len(ratios) * scales_per_octave``
+    anchors of area ``(octave_base_scale * 2^(i / scales_per_octave) * s)^2`` and aspect
+    ratio ``h / w = ratio``, centred at ``((x + center_offset) * s, (y + center_offset) * s)``.
+
+    RetinaNet: ``octave_base_scale=4, scales_per_octave=3, ratios=(0.5, 1, 2)`` (9 anchors).
+    ATSS, and the square anchor of an anchor-free point: ``octave_base_scale=8,
+    scales_per_octave=1, ratios=(1,)`` (1 anchor).
+    """
+
+    def __init__(
+        self,
+        strides: Sequence[int] = (8, 16, 32, 64, 128),
+        ratios: Sequence[float] = (0.5, 1.0, 2.0),
+        octave_base_scale: float = 4.0,
+        scales_per_octave: int = 3,
+        center_offset: float = 0.0,
+    ) -> None:
+        if not strides or any(s <= 0 for s in strides):
+            raise ValueError(f"AnchorGenerator: strides must be positive, got {strides!r}")
+        if not ratios or any(r <= 0 for r in ratios) or octave_base_scale <= 0 or scales_per_octave < 1:
+            raise ValueError("AnchorGenerator: ratios, octave_base_scale and scales_per_octave must be positive")
+        self.strides = tuple(int(s) for s in strides)
+        self.ratios = tuple(float(r) for r in ratios)
+        self.octave_base_scale = float(octave_base_scale)
+        self.scales_per_octave = int(scales_per_octave)
+        self.center_offset = float(center_offset)
+        self._cache: dict[tuple, tuple[Tensor, list[int]]] = {}
+
+    @property
+    def num_anchors(self) -> int:
+        """Anchors per location."""
+        return len(self.ratios) * self.scales_per_octave
+
+    def base_anchors(self, stride: int) -> Tensor:
+        """``[A, 4]`` anchors centred at the origin for one level (ratio-major order)."""
+        scales = [self.octave_base_scale * 2 ** (i / self.scales_per_octave) for i in range(self.scales_per_octave)]
+        rows = []
+        for ratio in self.ratios:
+            h_ratio, w_ratio = math.sqrt(ratio), 1.0 / math.sqrt(ratio)
+            for scale in scales:
+                w, h = stride * scale * w_ratio, stride * scale * h_ratio
+                rows.append([-0.5 * w, -0.5 * h, 0.5 * w, 0.5 * h])
+        return torch.tensor(rows, dtype=torch.float32)
+
+    def grid_anchors(self, feat_sizes: Sequence[tuple[int, int]], device: torch.device | str = "cpu") -> tuple[Tensor, list[int]]:
+        """All anchors ``[sum_l H_l * W_l * A, 4]`` (xyxy, input pixels) and the per-level counts.
+
+        Results are cached per (sizes, device): the grid is the same every iteration.
+        """
+        if len(feat_sizes) != len(self.strides):
+            raise ValueError(f"AnchorGenerator: {len(feat_sizes)} feature maps for {len(self.strides)} strides")
+        key = (tuple(tuple(s) for s in feat_sizes), str(device))
+        if key not in self._cache:
+            levels = []
+            for (h, w), stride in zip(feat_sizes, self.strides):
+                base = self.base_anchors(stride).to(device)
+                centers = grid_points(h, w, stride, self.center_offset, device)
+                shifts = centers.repeat(1, 2)  # [HW, 4]
+                levels.append((shifts[:, None, :] + base[None, :, :]).reshape(-1, 4))
+            if len(self._cache) > 32:  # inputs of many sizes: keep memory bounded
+                self._cache.clear()
+            self._cache[key] = (torch.cat(levels), [lvl.shape[0] for lvl in levels])
+        return self._cache[key]
+
+
+def grid_points(h: int, w: int, stride: int, offset: float, device: torch.device | str = "cpu") -> Tensor:
+    """``[h * w, 2]`` (x, y) pixel centres of a level's locations, row-major."""
+    xs = (torch.arange(w, dtype=torch.float32, device=device) + offset) * stride
+    ys = (torch.arange(h, dtype=torch.float32, device=device) + offset) * stride
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1)
+
+
+def level_strides(level_sizes: Sequence[int], strides: Sequence[int], device: torch.device | str = "cpu") -> Tensor:
+    """``[sum(level_sizes)]`` stride of every anchor/point."""
+    return torch.cat(
+        [torch.full((n,), float(s), device=device) for n, s in zip(level_sizes, strides)]
+    )
