@@ -440,22 +440,38 @@ class Registry(Generic[T]):
         self.check_kwargs(name, kwargs)
         return self.get(name)(**kwargs)
 
-    def build(self, spec: str | Mapping[str, Any] | Any, /, **defaults: Any) -> Any:
+    def build(self, spec: str | Mapping[str, Any] | Any, /, require_task: str | None = None, **defaults: Any) -> Any:
         """Build from a config: a name, ``{"name": ..., **params}``, or an instance.
 
         ``defaults`` fill parameters the spec does not set (mmdetection's
-        ``default_args``), e.g. ``num_classes`` for a head.
+        ``default_args``), e.g. ``num_classes`` for a head. ``require_task``
+        rejects a component of another task (a regression loss where a
+        classification loss belongs) and limits suggestions to that task.
         """
-        if isinstance(spec, str):
-            return self.create(spec, **defaults)
+        if spec is None:
+            raise ValueError(f"no {self.kind} given: pass a name or {{'name': ..., **params}}")
         if isinstance(spec, Mapping):
             if "name" not in spec:
                 raise ValueError(f"a {self.kind} config needs a 'name' key, got keys {sorted(spec)}")
-            params = {k: v for k, v in spec.items() if k != "name"}
-            return self.create(spec["name"], **{**defaults, **params})
-        if spec is None:
-            raise ValueError(f"no {self.kind} given: pass a name or {{'name': ..., **params}}")
-        return spec  # an already-built component
+            name, params = spec["name"], {k: v for k, v in spec.items() if k != "name"}
+        elif isinstance(spec, str):
+            name, params = spec, {}
+        else:
+            task = getattr(spec, "task", None)
+            if require_task and task is not None and task != require_task:
+                raise ValueError(f"expected a {require_task!r} {self.kind}, got {type(spec).__name__} (task {task!r})")
+            return spec  # an already-built component
+        if require_task:
+            self._ensure_loaded()
+            if name not in self._entries:
+                raise UnknownComponentError(self.kind, name, self.names(task=require_task))
+            task = self._entries[name].task
+            if task != require_task:
+                raise ValueError(
+                    f"{self.kind} {name!r} has task {task!r}, but a {require_task!r} {self.kind} is needed here "
+                    f"(e.g. {', '.join(self.names(task=require_task)[:4])})"
+                )
+        return self.create(name, **{**defaults, **params})
 
     def __repr__(self) -> str:
         return f"Registry(kind={self.kind!r}, entries={len(self._entries)})"
@@ -505,9 +521,9 @@ def create_component(kind: str, name: str, /, **kwargs: Any) -> Any:
     return get_registry(kind).create(name, **kwargs)
 
 
-def build_component(kind: str, spec: Any, /, **defaults: Any) -> Any:
+def build_component(kind: str, spec: Any, /, require_task: str | None = None, **defaults: Any) -> Any:
     """Build from a name, a ``{"name": ..., **params}`` dict, or pass an instance through."""
-    return get_registry(kind).build(spec, **defaults)
+    return get_registry(kind).build(spec, require_task=require_task, **defaults)
 
 
 def _make_register(reg: Registry[Any]) -> Callable[..., Any]:

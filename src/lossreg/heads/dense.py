@@ -108,13 +108,9 @@ class DenseHead(nn.Module):
         if reg_weighting not in ("quality", "none"):
             raise ValueError(f"reg_weighting must be 'quality' or 'none', got {reg_weighting!r}")
         self.num_classes = num_classes
-        self.cls_loss = build_component("loss", cls_loss)
-        self.reg_loss = build_component("loss", reg_loss)
-        self.quality_loss = build_component("loss", quality_loss) if quality_loss is not None else None
-        for attr, task in (("cls_loss", "cls"), ("reg_loss", "reg"), ("quality_loss", "cls")):
-            loss = getattr(self, attr)
-            if loss is not None and getattr(loss, "task", task) != task:
-                raise ValueError(f"{attr} must be a {task!r} loss, got {type(loss).__name__} (task {loss.task!r})")
+        self.cls_loss = build_component("loss", cls_loss, require_task="cls")
+        self.reg_loss = build_component("loss", reg_loss, require_task="reg")
+        self.quality_loss = build_component("loss", quality_loss, require_task="cls") if quality_loss is not None else None
         self.assigner = build_component("assigner", assigner)
         self.balancer = build_component("balancer", balancer)
         self.anchor_generator = anchor_generator
