@@ -120,7 +120,7 @@ class OneStageDetector(nn.Module):
         backbone = backbone or self.default_backbone
         freeze_bn = pretrained_backbone if freeze_bn is None else freeze_bn
         self.num_classes = num_classes
-        self.label_names = list(label_names) if label_names is not None else [f"class_{i}" for i in range(num_classes)]
+        self.label_names = list(label_names) if label_names is not None else None
         self.backbone = TimmBackbone(backbone, self.backbone_strides, pretrained_backbone, freeze_bn)
         neck_cfg = _as_dict(neck, self.neck_defaults["name"])
         if neck_cfg["name"] == self.neck_defaults["name"]:

@@ -125,6 +125,11 @@ class DenseHead(nn.Module):
         return self.anchor_generator.num_anchors
 
     @property
+    def cls_output_layers(self) -> dict[str, tuple[int, bool]]:
+        """Classification output layers for fine-tuning transfer: ``{prefix: (anchors, background_last)}``."""
+        return {"cls_out": (self.num_anchors, False)}
+
+    @property
     def has_quality(self) -> bool:
         return self.quality_loss is not None
 

@@ -1,0 +1,61 @@
+"""Fine-tuning transfer: every weight kept but the classification output, matched classes copied."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import lossreg
+from lossreg.detectors.finetune import cls_output_layers, transfer_state_dict
+
+
+def _model(name="retinanet_resnet18_fpn", **kwargs):
+    torch.manual_seed(kwargs.pop("seed", 0))
+    return lossreg.create_model(name, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def source():
+    model = _model(num_classes=3, label_names=["cat", "dog", "bird"], seed=1)
+    with torch.no_grad():  # make the pretrained output layer recognisable
+        model.head.cls_out.weight.normal_(std=1.0)
+        model.head.cls_out.bias.uniform_(1.0, 2.0)
+    return model
+
+
+def test_layers_are_declared(source):
+    assert cls_output_layers(source) == {"head.cls_out": (9, False)}
+
+
+def test_matched_classes_copied_others_reinitialised(source):
+    target = _model(num_classes=2, label_names=["dog", "fish"], seed=2)
+    report = transfer_state_dict(target, source.state_dict(), source.label_names)
+    assert report == {"copied_classes": ["dog"], "reinitialised": ["head.cls_out"]}
+    src_w, dst_w = source.head.cls_out.weight, target.head.cls_out.weight
+    src_b, dst_b = source.head.cls_out.bias, target.head.cls_out.bias
+    for a in range(9):  # rows are anchor-major: a * C + c
+        assert torch.equal(dst_w[a * 2 + 0], src_w[a * 3 + 1])  # dog <- dog
+        assert torch.equal(dst_b[a * 2 + 0], src_b[a * 3 + 1])
+        assert float(dst_b[a * 2 + 1]) == pytest.approx(-math.log(99))  # fish: focal prior
+        assert float(dst_w[a * 2 + 1].abs().max()) < 0.1
+    # every other weight is the pretrained one
+    for key, value in source.state_dict().items():
+        if not key.startswith("head.cls_out"):
+            assert torch.equal(target.state_dict()[key], value), key
+
+
+def test_without_label_names_all_reinitialised(source):
+    target = _model(num_classes=3, seed=3)
+    report = transfer_state_dict(target, source.state_dict(), source.label_names)
+    assert report["copied_classes"] == []
+    assert torch.allclose(target.head.cls_out.bias, torch.full((27,), -math.log(99)))
+
+
+def test_mismatch_loads_nothing(source):
+    target = _model("atss_resnet18_fpn", num_classes=3, seed=4)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(ValueError, match="checkpoint does not fit this detector: missing"):
+        transfer_state_dict(target, source.state_dict(), source.label_names)
+    assert all(torch.equal(before[k], v) for k, v in target.state_dict().items())
