@@ -12,6 +12,10 @@ from lossreg._registry import get_registry
 
 _counter = itertools.count()
 
+# Small CPU ops (deform_conv2d above all) run many times faster on one thread than on two
+# contended ones, and pytest-xdist already uses the cores: one intra-op thread per worker.
+torch.set_num_threads(1)
+
 
 @pytest.fixture
 def temp_register() -> Iterator:

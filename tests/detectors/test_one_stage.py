@@ -169,8 +169,9 @@ def test_quality_is_iou_for_positives_and_max_iou_for_negatives(temp_register, i
     assert (quality[1] == 0).all() and (labels[1] == 3).all()  # no ground truth: all background, quality 0
 
 
-def test_explain_assignment_changes_nothing(images):
-    model = _model(reg_loss="hcra_r")
+@pytest.mark.parametrize("name", ["atss_resnet18_fpn", "vfnet_resnet18_fpn"])
+def test_explain_assignment_changes_nothing(images, name):
+    model = _model(name, reg_loss="hcra_r")
     model.train()
     model(images, _targets())
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -178,7 +179,7 @@ def test_explain_assignment_changes_nothing(images):
     assert len(reports) == 2
     summary = reports[0]["summary"]
     assert summary.num_gts == 2 and summary.num_pos > 0
-    assert set(reports[0]["losses"]) == {"cls", "reg", "quality"}
+    assert {"cls", "reg"} <= set(reports[0]["losses"])
     assert reports[1]["summary"].num_pos == 0
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)

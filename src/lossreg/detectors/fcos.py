@@ -9,15 +9,15 @@ from .one_stage import OneStageDetector
 
 @register_detector("fcos")
 class FCOS(OneStageDetector):
-    """ Fully Convolutional One-Stage Object Detection, ICCV 2019:FCOS (Tian et al., ICCV 2019): anchor-free points, centerness; assigner fcos or atss (FCOS+ATSS).
+    """FCOS (Tian et al., ICCV 2019): anchor-free points and centerness; assigner fcos or atss (FCOS+ATSS).
 
-    Paper: Tian et al., FCOS.
+    Paper: Tian et al., FCOS: Fully Convolutional One-Stage Object Detection, ICCV 2019.
 
     Parameters as :class:`OneStageDetector`; the head defaults to ``fcos`` with its own
     default losses, assigner and balancer (see ``lossreg info head fcos``).
     """
 
-    paper = "Tian et al., FCOS"
+    paper = "Tian et al., FCOS: Fully Convolutional One-Stage Object Detection, ICCV 2019"
     arch = "fcos"
     default_head = "fcos"
 

@@ -183,7 +183,7 @@ class OneStageDetector(nn.Module):
             results = self.head.assign(out, targets)
             reports = []
             for b, res in enumerate(results):
-                terms = self.head.loss_terms(_image_slice(out, b), [targets[b]], [res])
+                terms = self.head.loss_terms(_image_slice(out, b, self.head), [targets[b]], [res])
                 reports.append(
                     {
                         "summary": summarize_assignment(res),
@@ -196,9 +196,9 @@ class OneStageDetector(nn.Module):
             self.load_state_dict(buffers)
 
 
-def _image_slice(out: dict[str, Any], b: int) -> dict[str, Any]:
+def _image_slice(out: dict[str, Any], b: int, head: nn.Module) -> dict[str, Any]:
     """The flat head outputs of image ``b`` alone (batch dimension kept)."""
-    per_image = ("cls", "reg", "boxes", "quality")
+    per_image = ("cls", "reg", "boxes", "quality", *getattr(head, "per_image_outputs", ()))
     return {k: (v[b : b + 1] if k in per_image and v is not None else v) for k, v in out.items()}
 
 
