@@ -1,0 +1,111 @@
+"""HCRA-R: the regression half of the Hybrid Classification-Regression Adaptive Loss."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .._registry import register_loss
+from ..ops.iou import BoxPairGeometry
+from ._base import RegLoss
+from .iou import giou_rows
+
+__all__ = ["HCRARegLoss"]
+
+
+@register_loss("hcra_r")
+class HCRARegLoss(RegLoss):
+    """HCRA-R: GIoU weighted by score-IoU consistency (RCI) and a conditioning factor (CF).
+
+    Paper: "Hybrid Classification-Regression Adaptive Loss for Dense Object Detection"
+    (HCRAL), anonymous ICLR submission, section 3.1.2, eq. 7-10.
+
+    With ``s`` = ``scores`` (detached probability of the positive's class) and
+    ``q = IoU(pred, target)``, all weights detached:
+      - ``t = exp(-q^2 / gamma)`` (``t = 1`` when ``gamma`` is None), ``R = rho^2 / c^2``,
+        ``CF = t * exp(R) * q`` (eq. 7; ``R`` in [0, 1] so ``exp(R) <= e``);
+      - ``s' = max(s + alpha, 0)``, ``A = s'^2 + q^2 + ep``, ``B = 2 s' q + ep``;
+        ``RCI = A / B`` (>= 1) where ``s + alpha - q >= 0``, else ``B / A`` (<= 1) (eq. 8);
+      - running mean ``r`` (buffer ``running_mean``, starts at 1): in a training-mode
+        call with at least one row, first ``r <- (1 - m) r + m * mean(RCI)`` over
+        the rows (eq. 9, ``m`` = ``ema_momentum``), then weight by ``RCI / r``, so
+        weights average about 1. Eval mode uses ``r`` without updating it; under data
+        parallelism each process keeps its own ``r`` (like BatchNorm's running stats);
+      - row loss ``(RCI / r) * CF * giou`` (eq. 10).
+
+    Args:
+        gamma: width of ``t``, suppressing very high-IoU boxes [1.2, the paper's
+            RetinaNet value; None disables ``t``].
+        alpha: score-IoU gap ``alpha`` of the RCI regions [0.1].
+        ep: ``ep`` in ``A`` and ``B``; bounds ``RCI`` and keeps it finite [0.001].
+        ema_momentum: momentum ``m`` of the running mean [0.01].
+        reduction: ``"mean"`` | ``"sum"`` | ``"none"`` ["mean"].
+        loss_weight: multiplies the result [1.0].
+
+    Shapes: ``pred``, ``target``: xyxy boxes in pixels ``[N, 4]``; ``scores`` ``[N]``
+    (required); ``"none"`` returns ``[N]``.
+    """
+
+    space = "box"
+    uses_scores = True
+    paper = "Hybrid Classification-Regression Adaptive Loss for Dense Object Detection (HCRAL), ICLR submission"
+
+    running_mean: Tensor
+
+    def __init__(
+        self,
+        gamma: float | None = 1.2,
+        alpha: float = 0.1,
+        ep: float = 0.001,
+        ema_momentum: float = 0.01,
+        reduction: str = "mean",
+        loss_weight: float = 1.0,
+    ) -> None:
+        super().__init__(reduction=reduction, loss_weight=loss_weight)
+        if gamma is not None and not gamma > 0:
+            raise ValueError(f"hcra_r: gamma must be > 0 or None, got {gamma!r}")
+        if not ep > 0:
+            raise ValueError(f"hcra_r: ep must be > 0 (RCI divides by it), got {ep!r}")
+        if not 0 <= ema_momentum <= 1:
+            raise ValueError(f"hcra_r: ema_momentum must be in [0, 1], got {ema_momentum!r}")
+        self.gamma = None if gamma is None else float(gamma)
+        self.alpha = float(alpha)
+        self.ep = float(ep)
+        self.ema_momentum = float(ema_momentum)
+        self.register_buffer("running_mean", torch.ones(()))
+
+    def weights(self, geometry: BoxPairGeometry, scores: Tensor) -> tuple[Tensor, Tensor]:
+        """Detached ``(RCI [N], CF [N])`` of a batch; no state change."""
+        # Read the (cached) geometry outside no_grad(), or giou would later reuse a graph-less IoU.
+        q = geometry.iou.detach()
+        # rho <= c for valid boxes; the clamp only guards inverted (x2 < x1) boxes against exp overflow.
+        r_diou = geometry.diou_penalty.detach().clamp(0, 1)
+        with torch.no_grad():
+            cf = torch.exp(r_diou) * q
+            if self.gamma is not None:
+                cf = cf * torch.exp(-(q**2) / self.gamma)
+            s = scores.to(q.dtype)
+            s_shift = (s + self.alpha).clamp(min=0)
+            a = s_shift**2 + q**2 + self.ep
+            b = 2 * s_shift * q + self.ep
+            rci = torch.where(s + self.alpha - q >= 0, a / b, b / a)
+        return rci, cf
+
+    def rowwise(self, pred: Tensor, target: Tensor, scores: Tensor | None) -> Tensor:
+        if scores is None or scores.shape != pred.shape[:1]:
+            got = None if scores is None else tuple(scores.shape)
+            raise ValueError(f"hcra_r: scores must be [N]={pred.shape[0]}, got {got}")
+        g = BoxPairGeometry(pred, target)
+        rci, cf = self.weights(g, scores)
+        if self.training and rci.numel() > 0:
+            with torch.no_grad():
+                buf = self.running_mean
+                buf.lerp_(rci.mean().to(device=buf.device, dtype=buf.dtype), self.ema_momentum)
+        r = self.running_mean.detach().to(rci)
+        return (rci / r) * cf * giou_rows(g)
+
+    def extra_repr(self) -> str:
+        return (
+            f"gamma={self.gamma}, alpha={self.alpha}, ep={self.ep}, ema_momentum={self.ema_momentum}, "
+            f"{super().extra_repr()}"
+        )

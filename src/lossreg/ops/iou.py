@@ -1,0 +1,156 @@
+"""Geometry of *aligned* box pairs (row ``i`` of ``pred`` against row ``i`` of ``target``).
+
+Every IoU-family loss and ``hcra_r`` read their terms from one
+:class:`BoxPairGeometry`, so the geometry (and where ``eps`` goes) is written
+once. Terms are computed lazily and cached: a GIoU loss never pays for the
+centre distance, a CIoU loss pays for the shared intersection only once.
+
+Boxes are ``(x1, y1, x2, y2)``. All functions are dtype-agnostic (fp32 in the
+losses, fp64 for ``gradcheck``) and differentiable. ``eps`` sits where
+``torchvision.ops`` puts it, so the losses match torchvision to rounding.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cached_property
+
+import torch
+from torch import Tensor
+
+__all__ = ["EPS", "BoxPairGeometry", "aligned_box_iou", "safe_pow"]
+
+EPS = 1e-7
+_FOUR_OVER_PI2 = 4.0 / math.pi**2
+
+
+class BoxPairGeometry:
+    """Lazily computed geometry of aligned pairs ``pred [N, 4]`` / ``target [N, 4]`` (xyxy).
+
+    Every attribute is a tensor of shape ``[N]`` (``[N, 2]`` for ``*_wh``).
+    Attributes are cached on first access with the autograd state of that
+    moment, so read them outside ``torch.no_grad()`` and ``.detach()`` instead.
+    Non-overlapping pairs have zero intersection (and zero gradient through it),
+    zero-area pairs give ``iou = 0`` rather than NaN.
+    """
+
+    def __init__(self, pred: Tensor, target: Tensor, eps: float = EPS) -> None:
+        if pred.shape[-1] != 4 or target.shape != pred.shape:
+            raise ValueError(f"expected two [N, 4] box tensors, got {tuple(pred.shape)} and {tuple(target.shape)}")
+        self.pred = pred
+        self.target = target
+        self.eps = eps
+
+    # -- sizes
+    @cached_property
+    def pred_wh(self) -> Tensor:
+        """Widths and heights of ``pred``, ``[N, 2]``."""
+        return self.pred[..., 2:] - self.pred[..., :2]
+
+    @cached_property
+    def target_wh(self) -> Tensor:
+        """Widths and heights of ``target``, ``[N, 2]``."""
+        return self.target[..., 2:] - self.target[..., :2]
+
+    # -- overlap
+    @cached_property
+    def inter(self) -> Tensor:
+        """Intersection area ``[N]`` (0 for disjoint pairs)."""
+        lt = torch.maximum(self.pred[..., :2], self.target[..., :2])
+        rb = torch.minimum(self.pred[..., 2:], self.target[..., 2:])
+        wh = (rb - lt).clamp(min=0)
+        return wh[..., 0] * wh[..., 1]
+
+    @cached_property
+    def union(self) -> Tensor:
+        """Union area ``[N]``."""
+        pw, tw = self.pred_wh, self.target_wh
+        return pw[..., 0] * pw[..., 1] + tw[..., 0] * tw[..., 1] - self.inter
+
+    @cached_property
+    def iou(self) -> Tensor:
+        """Plain IoU ``inter / (union + eps)`` in ``[0, 1]``, ``[N]``."""
+        return self.inter / (self.union + self.eps)
+
+    # -- smallest enclosing box
+    @cached_property
+    def enclose_wh(self) -> Tensor:
+        """Width ``C_w`` and height ``C_h`` of the smallest enclosing box, ``[N, 2]``."""
+        lt = torch.minimum(self.pred[..., :2], self.target[..., :2])
+        rb = torch.maximum(self.pred[..., 2:], self.target[..., 2:])
+        return rb - lt
+
+    @cached_property
+    def enclose_area(self) -> Tensor:
+        """Area ``|E|`` of the smallest enclosing box, ``[N]``."""
+        wh = self.enclose_wh
+        return wh[..., 0] * wh[..., 1]
+
+    @cached_property
+    def diag2(self) -> Tensor:
+        """Squared diagonal ``c^2`` of the enclosing box, ``[N]``."""
+        wh = self.enclose_wh
+        return wh[..., 0] ** 2 + wh[..., 1] ** 2
+
+    @cached_property
+    def rho2(self) -> Tensor:
+        """Squared distance ``rho^2`` between the box centres, ``[N]``."""
+        # (p1 + p2) - (t1 + t2) is twice the centre offset; /4 undoes the square of 2.
+        d = (self.pred[..., :2] + self.pred[..., 2:]) - (self.target[..., :2] + self.target[..., 2:])
+        return (d[..., 0] ** 2 + d[..., 1] ** 2) * 0.25
+
+    # -- normalised penalty terms, each in [0, 1] for valid boxes
+    @cached_property
+    def giou_penalty(self) -> Tensor:
+        """``|E - U| / |E|`` (GIoU's extra term), ``[N]``."""
+        area = self.enclose_area
+        return (area - self.union) / (area + self.eps)
+
+    @cached_property
+    def diou_penalty(self) -> Tensor:
+        """``rho^2 / c^2`` (DIoU's extra term), ``[N]``."""
+        return self.rho2 / (self.diag2 + self.eps)
+
+    @cached_property
+    def aspect_v(self) -> Tensor:
+        """CIoU's aspect-ratio term ``v = 4/pi^2 (atan(w_t/h_t) - atan(w_p/h_p))^2`` in ``[0, 1]``, ``[N]``."""
+        # eps in the ratio keeps zero-height boxes finite (atan(w/0) has a NaN gradient);
+        # for real boxes it changes the ratio by ~eps/h, far below fp32 resolution.
+        pw, tw = self.pred_wh, self.target_wh
+        ap = torch.atan(pw[..., 0] / (pw[..., 1] + self.eps))
+        at = torch.atan(tw[..., 0] / (tw[..., 1] + self.eps))
+        return _FOUR_OVER_PI2 * (at - ap) ** 2
+
+    @cached_property
+    def ciou_alpha(self) -> Tensor:
+        """CIoU's trade-off ``a = v / (1 - IoU + v + eps)``, detached (torchvision's form), ``[N]``."""
+        # Detach instead of no_grad(): a no_grad() block would cache aspect_v/iou without their graph.
+        v = self.aspect_v.detach()
+        return v / (1 - self.iou.detach() + v + self.eps)
+
+    @cached_property
+    def wh_penalty(self) -> Tensor:
+        """EIoU's side terms ``(w_p - w_t)^2 / C_w^2 + (h_p - h_t)^2 / C_h^2``, ``[N]``."""
+        d2 = (self.pred_wh - self.target_wh) ** 2 / (self.enclose_wh**2 + self.eps)
+        return d2[..., 0] + d2[..., 1]
+
+
+def aligned_box_iou(boxes1: Tensor, boxes2: Tensor, eps: float = EPS) -> Tensor:
+    """IoU of aligned pairs: ``boxes1 [N, 4]``, ``boxes2 [N, 4]`` (xyxy) -> ``[N]``.
+
+    The diagonal of ``torchvision.ops.box_iou`` without the ``N x N`` matrix;
+    heads use it for ``quality`` (IoU of each decoded prediction with its target).
+    """
+    return BoxPairGeometry(boxes1, boxes2, eps).iou
+
+
+def safe_pow(x: Tensor, exponent: float) -> Tensor:
+    """``x ** exponent`` for ``x >= 0`` with a finite gradient at 0 for any ``exponent > 0``.
+
+    ``x ** 0.5`` has an infinite derivative at 0; here 0 maps to 0 with zero gradient.
+    """
+    if exponent >= 1:
+        return x.clamp(min=0) ** exponent
+    pos = x > 0
+    # The clamp keeps the unused branch of `where` finite, so its gradient is 0, not NaN.
+    return torch.where(pos, x.clamp(min=torch.finfo(x.dtype).tiny) ** exponent, torch.zeros_like(x))
