@@ -38,8 +38,8 @@ def test_matched_classes_copied_others_reinitialised(source):
     for a in range(9):  # rows are anchor-major: a * C + c
         assert torch.equal(dst_w[a * 2 + 0], src_w[a * 3 + 1])  # dog <- dog
         assert torch.equal(dst_b[a * 2 + 0], src_b[a * 3 + 1])
-        assert float(dst_b[a * 2 + 1]) == pytest.approx(-math.log(99))  # fish: focal prior
-        assert float(dst_w[a * 2 + 1].abs().max()) < 0.1
+        assert float(dst_b[a * 2 + 1].detach()) == pytest.approx(-math.log(99))  # fish: focal prior
+        assert float(dst_w[a * 2 + 1].detach().abs().max()) < 0.1
     # every other weight is the pretrained one
     for key, value in source.state_dict().items():
         if not key.startswith("head.cls_out"):
@@ -59,3 +59,21 @@ def test_mismatch_loads_nothing(source):
     with pytest.raises(ValueError, match="checkpoint does not fit this detector: missing"):
         transfer_state_dict(target, source.state_dict(), source.label_names)
     assert all(torch.equal(before[k], v) for k, v in target.state_dict().items())
+
+
+def test_faster_rcnn_class_specific_regression_rows():
+    src = _model("faster_rcnn_resnet18_fpn", num_classes=3, label_names=["cat", "dog", "bird"], seed=5)
+    with torch.no_grad():
+        src.roi_head.bbox_pred.weight.normal_()
+        src.roi_head.bbox_pred.bias.normal_()
+    dst = _model("faster_rcnn_resnet18_fpn", num_classes=2, label_names=["bird", "cow"], seed=6)
+    report = transfer_state_dict(dst, src.state_dict(), src.label_names)
+    assert report["copied_classes"] == ["bird"]
+    assert report["reinitialised"] == ["roi_head.bbox_pred", "roi_head.cls_score"]
+    sw, dw = src.roi_head.bbox_pred.weight, dst.roi_head.bbox_pred.weight
+    assert torch.equal(dw[0:4], sw[8:12])  # bird: class 2 of the source, class 0 here
+    assert float(dw[4:8].detach().abs().max()) < 0.01 and torch.all(dst.roi_head.bbox_pred.bias[4:8] == 0)
+    # softmax classification: matched class and the background column copied
+    sc, dc = src.roi_head.cls_score.weight, dst.roi_head.cls_score.weight
+    assert torch.equal(dc[0], sc[2]) and torch.equal(dc[2], sc[3])
+    assert torch.equal(dst.rpn_head.state_dict()["cls_out.weight"], src.rpn_head.state_dict()["cls_out.weight"])

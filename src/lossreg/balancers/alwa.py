@@ -133,8 +133,8 @@ _ALWA_DOC = """
 
     Tasks: ``cls_task`` and ``reg_task`` name the two balanced tasks; every other task
     keeps weight ``lambda0``. In Faster R-CNN, as in the paper, ALWA balances the RPN:
-    pass ``cls_task="rpn_cls", reg_task="rpn_reg"`` (the RoI head's tasks then keep
-    ``lambda0``).
+    the RPN head owns the detector's balancer and names its tasks ``cls``/``reg``, while
+    the RoI head keeps a static balancer.
 
     Edge cases: an iteration is recorded only if both balanced tasks are present,
     finite and non-zero (a zero regression loss means a batch without positives);

@@ -4,7 +4,10 @@ Every weight is kept except the classification output layer(s), which are
 re-initialised (zero-mean normal weights and the focal prior bias); the rows of
 classes whose names appear in the pretrained ``label_names`` are copied over
 instead (api.md section 5). A head names its classification output layers in
-``cls_output_layers``: ``{parameter prefix: (anchors per location, background_last)}``.
+``cls_output_layers``: ``{parameter prefix: (anchors per location, background_last)}``,
+and class-specific box regression outputs (Faster R-CNN's ``bbox_pred``) in
+``class_reg_layers``: ``{prefix: rows per class}``; their matched classes' rows are
+copied too and the rest re-initialised with N(0, 0.001) weights and zero bias.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -19,19 +23,43 @@ from torch import Tensor, nn
 _logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class _Layer:
+    """One class-dependent output layer: how its rows map to classes and how to re-initialise it."""
+
+    prefix: str
+    group: int  # anchors per location (cls) or rows per class (reg)
+    background_last: bool
+    is_reg: bool
+
+    def rows(self, num_rows: int) -> tuple[int, Tensor]:
+        """``(num_classes, [group, num_classes(+1)] row indices)`` of a layer with ``num_rows`` outputs."""
+        if self.is_reg:
+            n = num_rows // self.group
+            return n, torch.arange(num_rows).view(n, self.group).T  # class-major: c * k + j
+        per_group = num_rows // self.group
+        return per_group - int(self.background_last), torch.arange(num_rows).view(self.group, per_group)
+
+    def reinit(self, weight: Tensor, bias: Tensor, prior_prob: float) -> None:
+        nn.init.normal_(weight, std=0.001 if self.is_reg else 0.01)
+        sigmoid_cls = not (self.is_reg or self.background_last)
+        bias.fill_(-math.log((1 - prior_prob) / prior_prob) if sigmoid_cls else 0.0)
+
+
 def cls_output_layers(model: nn.Module) -> dict[str, tuple[int, bool]]:
     """``{"head.cls_out": (A, background_last), ...}`` for every head in ``model``."""
-    layers: dict[str, tuple[int, bool]] = {}
+    return {layer.prefix: (layer.group, layer.background_last) for layer in _layers(model) if not layer.is_reg}
+
+
+def _layers(model: nn.Module) -> list[_Layer]:
+    layers = []
     for name, module in model.named_modules():
-        for prefix, layout in getattr(module, "cls_output_layers", {}).items():
-            layers[f"{name}.{prefix}" if name else prefix] = layout
+        base = f"{name}." if name else ""
+        for prefix, (group, background_last) in getattr(module, "cls_output_layers", {}).items():
+            layers.append(_Layer(base + prefix, group, background_last, is_reg=False))
+        for prefix, per_class in getattr(module, "class_reg_layers", {}).items():
+            layers.append(_Layer(base + prefix, per_class, False, is_reg=True))
     return layers
-
-
-def _class_rows(num_classes: int, anchors: int, background_last: bool) -> Tensor:
-    """``[A, C(+1)]`` row index of (anchor, class) in an output layer laid out anchor-major."""
-    per_anchor = num_classes + int(background_last)
-    return torch.arange(anchors * per_anchor).view(anchors, per_anchor)
 
 
 def transfer_state_dict(
@@ -46,14 +74,15 @@ def transfer_state_dict(
     mismatch outside the classification output layers raises ``ValueError``
     (nothing is loaded then: the check runs before any copy).
     """
-    layers = cls_output_layers(model)
+    layers = _layers(model)
+    prefixes = {layer.prefix for layer in layers}
     own = model.state_dict()
     dst_names = list(getattr(model, "label_names", None) or [])
     src_names = list(src_label_names or [])
-    missing = [k for k in own if k not in state_dict and not _in_layers(k, layers)]
+    missing = [k for k in own if k not in state_dict and not _in_layers(k, prefixes)]
     unexpected = [k for k in state_dict if k not in own]
     bad_shapes = [
-        k for k, v in state_dict.items() if k in own and own[k].shape != v.shape and not _in_layers(k, layers)
+        k for k, v in state_dict.items() if k in own and own[k].shape != v.shape and not _in_layers(k, prefixes)
     ]
     if missing or unexpected or bad_shapes:
         raise ValueError(
@@ -65,20 +94,17 @@ def transfer_state_dict(
             )
         )
     matched = [(d, src_names.index(n)) for d, n in enumerate(dst_names) if n in src_names]
-    new_state = {k: v for k, v in state_dict.items() if not _in_layers(k, layers)}
+    new_state = {k: v for k, v in state_dict.items() if not _in_layers(k, prefixes)}
     with torch.no_grad():
-        for prefix, (anchors, background_last) in layers.items():
-            w_key, b_key = f"{prefix}.weight", f"{prefix}.bias"
+        for layer in layers:
+            w_key, b_key = f"{layer.prefix}.weight", f"{layer.prefix}.bias"
             weight, bias = own[w_key].clone(), own[b_key].clone()
-            nn.init.normal_(weight, std=0.01)
-            bias.fill_(0.0 if background_last else -math.log((1 - prior_prob) / prior_prob))
+            layer.reinit(weight, bias, prior_prob)
             if w_key in state_dict:
-                n_dst = weight.shape[0] // anchors - int(background_last)
-                n_src = state_dict[w_key].shape[0] // anchors - int(background_last)
-                dst_rows = _class_rows(n_dst, anchors, background_last)
-                src_rows = _class_rows(n_src, anchors, background_last)
+                n_dst, dst_rows = layer.rows(weight.shape[0])
+                n_src, src_rows = layer.rows(state_dict[w_key].shape[0])
                 pairs = [(d, s) for d, s in matched if s < n_src]
-                if background_last:
+                if layer.background_last:
                     pairs.append((n_dst, n_src))
                 for d, s in pairs:
                     weight[dst_rows[:, d]] = state_dict[w_key][src_rows[:, s]].to(weight.dtype)
@@ -86,9 +112,9 @@ def transfer_state_dict(
             new_state[w_key], new_state[b_key] = weight, bias
     model.load_state_dict(new_state, strict=True)
     copied = [dst_names[d] for d, _ in matched]
-    _logger.info("fine-tuning transfer: %d classes copied (%s), output layers %s", len(copied), copied, list(layers))
-    return {"copied_classes": copied, "reinitialised": sorted(layers)}
+    _logger.info("fine-tuning transfer: %d classes copied (%s), output layers %s", len(copied), copied, sorted(prefixes))
+    return {"copied_classes": copied, "reinitialised": sorted(prefixes)}
 
 
-def _in_layers(key: str, layers: Mapping[str, tuple[int, bool]]) -> bool:
-    return any(key in (f"{p}.weight", f"{p}.bias") for p in layers)
+def _in_layers(key: str, prefixes: set[str]) -> bool:
+    return key.rsplit(".", 1)[0] in prefixes

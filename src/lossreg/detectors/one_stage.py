@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,7 +10,7 @@ from torch import Tensor, nn
 
 from .._registry import build_component
 from ..assigners.result import summarize_assignment
-from .backbone import TimmBackbone
+from ._base import DetectorBase, as_spec_dict, clip_detections
 
 _COMPONENTS = ("cls_loss", "reg_loss", "quality_loss", "assigner", "balancer")
 
@@ -68,7 +67,7 @@ def check_targets(targets: Any, num_images: int, num_classes: int) -> list[dict[
     return out
 
 
-class OneStageDetector(nn.Module):
+class OneStageDetector(DetectorBase):
     """Backbone + FPN + dense head. ``model(images, targets)`` in training, ``model(images)`` in eval.
 
     Args:
@@ -87,11 +86,7 @@ class OneStageDetector(nn.Module):
     Images are float RGB in 0-1, normalised inside the model with the backbone's mean/std.
     """
 
-    arch: str = ""
     default_head: str = ""
-    default_backbone: str = "resnet50"
-    neck_defaults: dict[str, Any] = {"name": "fpn", "extra": "p6p7"}
-    backbone_strides: tuple[int, ...] = (8, 16, 32)
 
     def __init__(
         self,
@@ -112,21 +107,8 @@ class OneStageDetector(nn.Module):
         pre_nms_topk: int = 1000,
         max_dets: int = 100,
     ) -> None:
-        super().__init__()
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"{self.arch}: num_classes must be a positive int, got {num_classes!r}")
-        if label_names is not None and len(label_names) != num_classes:
-            raise ValueError(f"{self.arch}: {len(label_names)} label_names for num_classes={num_classes}")
-        backbone = backbone or self.default_backbone
-        freeze_bn = pretrained_backbone if freeze_bn is None else freeze_bn
-        self.num_classes = num_classes
-        self.label_names = list(label_names) if label_names is not None else None
-        self.backbone = TimmBackbone(backbone, self.backbone_strides, pretrained_backbone, freeze_bn)
-        neck_cfg = _as_dict(neck, self.neck_defaults["name"])
-        if neck_cfg["name"] == self.neck_defaults["name"]:
-            neck_cfg = {**self.neck_defaults, **neck_cfg}
-        self.neck = build_component("neck", neck_cfg, in_channels=self.backbone.channels)
-        head_cfg = _as_dict(head, self.default_head)
+        super().__init__(num_classes, backbone, pretrained_backbone, neck, label_names, freeze_bn)
+        head_cfg = as_spec_dict(head, self.default_head)
         overrides = {k: v for k, v in zip(_COMPONENTS, (cls_loss, reg_loss, quality_loss, assigner, balancer))}
         head_kwargs = {k: v for k, v in overrides.items() if v is not None}
         # quality_loss may be switched off explicitly with "none"
@@ -140,23 +122,7 @@ class OneStageDetector(nn.Module):
             in_channels=getattr(self.neck, "out_channels", 256),
             **post,
         )
-        cfg = getattr(self.backbone.body, "pretrained_cfg", {}) or {}
-        self.register_buffer("image_mean", torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("image_std", torch.tensor(cfg.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1), persistent=False)
-        # what rebuilds this exact detector (saved with published weights)
-        self.model_args: dict[str, Any] = {
-            "num_classes": num_classes,
-            "backbone": backbone,
-            "neck": neck_cfg,
-            "head": {**head_cfg, **{k: v for k, v in head_kwargs.items()}},
-            "label_names": self.label_names,
-            "freeze_bn": freeze_bn,
-            **post,
-        }
-
-    def _features(self, images: Tensor) -> list[Tensor]:
-        x = (images - self.image_mean.to(images.dtype)) / self.image_std.to(images.dtype)
-        return self.neck(self.backbone(x))
+        self.model_args.update({"head": {**head_cfg, **head_kwargs}, **post})
 
     def forward(self, images: Tensor | Sequence[Tensor], targets: list[dict[str, Tensor]] | None = None):
         batch, sizes = pad_images(images)
@@ -166,10 +132,7 @@ class OneStageDetector(nn.Module):
             targets = check_targets(targets, batch.shape[0], self.num_classes)
             return self.head.loss(self._features(batch), targets)
         dets = self.head.predict(self._features(batch), tuple(batch.shape[-2:]))
-        for det, (h, w) in zip(dets, sizes):  # clip to each image's own size, not the padded batch
-            det["boxes"][:, 0::2] = det["boxes"][:, 0::2].clamp(0, w)
-            det["boxes"][:, 1::2] = det["boxes"][:, 1::2].clamp(0, h)
-        return dets
+        return clip_detections(dets, sizes)
 
     @torch.no_grad()
     def explain_assignment(self, images: Tensor | Sequence[Tensor], targets: list[dict[str, Tensor]]) -> list[dict[str, Any]]:
@@ -200,13 +163,3 @@ def _image_slice(out: dict[str, Any], b: int, head: nn.Module) -> dict[str, Any]
     """The flat head outputs of image ``b`` alone (batch dimension kept)."""
     per_image = ("cls", "reg", "boxes", "quality", *getattr(head, "per_image_outputs", ()))
     return {k: (v[b : b + 1] if k in per_image and v is not None else v) for k, v in out.items()}
-
-
-def _as_dict(spec: str | dict[str, Any] | None, default: str) -> dict[str, Any]:
-    if spec is None:
-        return {"name": default}
-    if isinstance(spec, str):
-        return {"name": spec}
-    if isinstance(spec, dict):
-        return {"name": default, **copy.deepcopy(spec)}
-    raise TypeError(f"expected a component name or a {{'name': ...}} dict, got {type(spec).__name__}")

@@ -1,0 +1,103 @@
+"""What every detector shares: class names, the timm backbone, the neck, input normalisation.
+
+One-stage (:mod:`.one_stage`) and two-stage (:mod:`.two_stage`) detectors build
+their heads on top of :class:`DetectorBase`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .._registry import build_component
+from .backbone import TimmBackbone
+
+__all__ = ["DetectorBase", "as_spec_dict", "clip_detections"]
+
+
+class DetectorBase(nn.Module):
+    """Backbone + neck + normalisation; subclasses add the heads and ``forward``.
+
+    Args:
+        num_classes: object classes (positive int).
+        backbone: any timm model name [``default_backbone``].
+        pretrained_backbone: timm ImageNet weights [False].
+        neck: registry name or ``{name, **params}`` [``neck_defaults``].
+        label_names: one name per class [None: unnamed; fine-tuning then matches no class].
+        freeze_bn: frozen BatchNorm in the backbone [= ``pretrained_backbone``].
+
+    Sets ``num_classes``, ``label_names``, ``backbone``, ``neck``, the
+    ``image_mean``/``image_std`` buffers and ``model_args`` (the arguments above,
+    resolved; subclasses add theirs).
+    """
+
+    arch: str = ""
+    default_backbone: str = "resnet50"
+    neck_defaults: dict[str, Any] = {"name": "fpn", "extra": "p6p7"}
+    backbone_strides: tuple[int, ...] = (8, 16, 32)
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str | None,
+        pretrained_backbone: bool,
+        neck: str | dict[str, Any] | None,
+        label_names: Sequence[str] | None,
+        freeze_bn: bool | None,
+    ) -> None:
+        super().__init__()
+        name = self.arch or type(self).__name__
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"{name}: num_classes must be a positive int, got {num_classes!r}")
+        if label_names is not None and len(label_names) != num_classes:
+            raise ValueError(f"{name}: {len(label_names)} label_names for num_classes={num_classes}")
+        backbone = backbone or self.default_backbone
+        freeze_bn = pretrained_backbone if freeze_bn is None else freeze_bn
+        self.num_classes = num_classes
+        self.label_names = list(label_names) if label_names is not None else None
+        self.backbone = TimmBackbone(backbone, self.backbone_strides, pretrained_backbone, freeze_bn)
+        neck_cfg = as_spec_dict(neck, self.neck_defaults["name"])
+        if neck_cfg["name"] == self.neck_defaults["name"]:
+            neck_cfg = {**self.neck_defaults, **neck_cfg}
+        self.neck = build_component("neck", neck_cfg, in_channels=self.backbone.channels)
+        cfg = getattr(self.backbone.body, "pretrained_cfg", {}) or {}
+        mean = torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1)
+        std = torch.tensor(cfg.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1)
+        self.register_buffer("image_mean", mean, persistent=False)
+        self.register_buffer("image_std", std, persistent=False)
+        # what rebuilds this exact detector (saved with published weights); subclasses extend it
+        self.model_args: dict[str, Any] = {
+            "num_classes": num_classes,
+            "backbone": backbone,
+            "neck": neck_cfg,
+            "label_names": self.label_names,
+            "freeze_bn": freeze_bn,
+        }
+
+    def _features(self, images: Tensor) -> list[Tensor]:
+        """Normalise 0-1 RGB images with the backbone's mean/std; return the neck's levels, finest first."""
+        x = (images - self.image_mean.to(images.dtype)) / self.image_std.to(images.dtype)
+        return self.neck(self.backbone(x))
+
+
+def clip_detections(dets: list[dict[str, Tensor]], sizes: Sequence[tuple[int, int]]) -> list[dict[str, Tensor]]:
+    """Clip each image's ``boxes`` to its own ``(H, W)`` (not the padded batch), in place; return ``dets``."""
+    for det, (h, w) in zip(dets, sizes):
+        det["boxes"][:, 0::2] = det["boxes"][:, 0::2].clamp(0, w)
+        det["boxes"][:, 1::2] = det["boxes"][:, 1::2].clamp(0, h)
+    return dets
+
+
+def as_spec_dict(spec: str | dict[str, Any] | None, default: str) -> dict[str, Any]:
+    """A component spec as a fresh ``{"name": ..., **params}`` dict (``default`` when None or nameless)."""
+    if spec is None:
+        return {"name": default}
+    if isinstance(spec, str):
+        return {"name": spec}
+    if isinstance(spec, dict):
+        return {"name": default, **copy.deepcopy(spec)}
+    raise TypeError(f"expected a component name or a {{'name': ...}} dict, got {type(spec).__name__}")

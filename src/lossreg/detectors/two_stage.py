@@ -1,0 +1,186 @@
+"""Two-stage detectors: timm backbone -> FPN (P2-P6) -> RPN -> RoI box head, torchvision's calling convention."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .._registry import build_component
+from ..assigners.result import summarize_assignment
+from ._base import DetectorBase, as_spec_dict, clip_detections
+from .one_stage import check_targets, pad_images
+
+__all__ = ["TwoStageDetector"]
+
+
+class TwoStageDetector(DetectorBase):
+    """Backbone + FPN + region proposal head + RoI head. ``model(images, targets)`` in training, ``model(images)`` in eval.
+
+    Paper: Ren et al., Faster R-CNN: Towards Real-Time Object Detection with Region
+    Proposal Networks, NeurIPS 2015 (with FPN, Lin et al., CVPR 2017).
+
+    Args:
+        num_classes: object classes [80].
+        backbone: any timm model name [the architecture's default]; C2-C5 (strides 4-32) are used.
+        pretrained_backbone: download timm ImageNet weights [False].
+        neck: registry name or ``{name, **params}`` [``{"name": "fpn", "extra": "maxpool"}``: P2-P6].
+        rpn_head: the proposal head [``"rpn"``]; ``{"name": "rpn", **params}`` sets any of its
+            parameters (its losses, sampler, proposal counts, ...).
+        roi_head: the box head [``"roi_box"``], likewise. ``head`` is an alias of ``roi_head``
+            (the head that produces the detections), so a recipe's ``model.head`` works for
+            every architecture.
+        cls_loss, reg_loss: the RoI head's classification and regression losses (the
+            detector's outputs, which loss comparisons are about); ``None`` keeps the head's
+            default (``ce``, ``l1``).
+        assigner, balancer: the RPN's (anchor assignment happens there, and the ALWA paper
+            balances the RPN's losses); ``None`` keeps ``max_iou`` 0.7/0.3 and ``static``.
+            The RoI head keeps its own ``static`` balancer (weight 1) unless ``roi_head``
+            sets another, so ALWA's ``lambda0`` scales only the RPN's losses, as in the paper.
+        label_names: class names, kept with the model and its published weights.
+        freeze_bn: frozen BatchNorm in the backbone [= ``pretrained_backbone``].
+        score_thr, nms_thr, max_dets: the RoI head's post-processing [0.05, 0.5, 100].
+        pre_nms_topk: the RPN's proposals per level before NMS at test time [1000].
+
+    Training returns ``{"loss_rpn_cls", "loss_rpn_reg", "loss_roi_cls", "loss_roi_reg", "loss"}``:
+    each task loss times the weight its head's balancer applied, and the total (sum of the
+    two heads' balanced totals); ``last_loss_weights`` holds those weights
+    (``rpn_cls``, ``rpn_reg``, ``roi_cls``, ``roi_reg``). Eval returns
+    ``[{"boxes" [K, 4] xyxy px, "scores" [K], "labels" [K]}]`` per image, boxes clipped
+    to each image's own size. Images are float RGB in 0-1 (``[B, 3, H, W]`` or a list of
+    ``[3, H_i, W_i]``), normalised inside the model with the backbone's mean/std and
+    zero-padded to a multiple of 32.
+    """
+
+    arch: str = ""
+    default_rpn_head: str = "rpn"
+    default_roi_head: str = "roi_box"
+    default_backbone: str = "resnet50"
+    neck_defaults: dict[str, Any] = {"name": "fpn", "extra": "maxpool"}
+    backbone_strides: tuple[int, ...] = (4, 8, 16, 32)
+
+    def __init__(
+        self,
+        num_classes: int = 80,
+        backbone: str | None = None,
+        pretrained_backbone: bool = False,
+        neck: str | dict[str, Any] | None = None,
+        rpn_head: str | dict[str, Any] | None = None,
+        roi_head: str | dict[str, Any] | None = None,
+        head: str | dict[str, Any] | None = None,
+        cls_loss: Any = None,
+        reg_loss: Any = None,
+        assigner: Any = None,
+        balancer: Any = None,
+        label_names: Sequence[str] | None = None,
+        freeze_bn: bool | None = None,
+        score_thr: float = 0.05,
+        nms_thr: float = 0.5,
+        max_dets: int = 100,
+        pre_nms_topk: int = 1000,
+    ) -> None:
+        super().__init__(num_classes, backbone, pretrained_backbone, neck, label_names, freeze_bn)
+        name = self.arch or type(self).__name__
+        if head is not None:
+            if roi_head is not None:
+                raise ValueError(f"{name}: pass the RoI head as roi_head or as head, not both")
+            roi_head = head
+        channels = getattr(self.neck, "out_channels", 256)
+        rpn_cfg = as_spec_dict(rpn_head, self.default_rpn_head)
+        rpn_cfg.update({k: v for k, v in (("assigner", assigner), ("balancer", balancer)) if v is not None})
+        roi_cfg = as_spec_dict(roi_head, self.default_roi_head)
+        roi_cfg.update({k: v for k, v in (("cls_loss", cls_loss), ("reg_loss", reg_loss)) if v is not None})
+        self.rpn_head = build_component("head", rpn_cfg, in_channels=channels, pre_nms_topk_test=pre_nms_topk)
+        self.roi_head = build_component(
+            "head",
+            roi_cfg,
+            num_classes=num_classes,
+            in_channels=channels,
+            score_thr=score_thr,
+            nms_thr=nms_thr,
+            max_dets=max_dets,
+        )
+        self.model_args.update(
+            {
+                "rpn_head": rpn_cfg,
+                "roi_head": roi_cfg,
+                "score_thr": score_thr,
+                "nms_thr": nms_thr,
+                "max_dets": max_dets,
+                "pre_nms_topk": pre_nms_topk,
+            }
+        )
+
+    @property
+    def last_loss_weights(self) -> dict[str, float]:
+        """The balancer weights applied at the last training step: ``rpn_cls``, ``rpn_reg``, ``roi_cls``, ``roi_reg``."""
+        out = {f"rpn_{k}": v for k, v in self.rpn_head.last_loss_weights.items()}
+        out.update({f"roi_{k}": v for k, v in self.roi_head.last_loss_weights.items()})
+        return out
+
+    def forward(self, images: Tensor | Sequence[Tensor], targets: list[dict[str, Tensor]] | None = None):
+        batch, sizes = pad_images(images)
+        shape = (int(batch.shape[-2]), int(batch.shape[-1]))
+        if self.training:
+            if targets is None:
+                raise ValueError("in training mode the model needs targets; call model.eval() for detections")
+            targets = check_targets(targets, batch.shape[0], self.num_classes)
+            feats = self._features(batch)
+            rpn_losses, (proposals, _) = self.rpn_head.loss_and_proposals(feats, targets, sizes)
+            roi_losses = self.roi_head.loss(feats, proposals, targets, shape)
+            losses = {f"loss_rpn_{k[5:]}": v for k, v in rpn_losses.items() if k != "loss"}
+            losses.update({f"loss_roi_{k[5:]}": v for k, v in roi_losses.items() if k != "loss"})
+            losses["loss"] = rpn_losses["loss"] + roi_losses["loss"]
+            return losses
+        feats = self._features(batch)
+        proposals, _ = self.rpn_head.get_proposals(self.rpn_head.flat_outputs(feats), sizes)
+        return clip_detections(self.roi_head.predict(feats, proposals, sizes, shape), sizes)
+
+    @torch.no_grad()
+    def explain_assignment(
+        self, images: Tensor | Sequence[Tensor], targets: list[dict[str, Tensor]]
+    ) -> list[dict[str, Any]]:
+        """Per image: the RPN's anchor assignment summary (``summary``: positives per gt and per
+        level, their IoU, ignored count), the RoI head's proposal assignment summary
+        (``roi_summary``), the unweighted task losses (``rpn_cls``, ``rpn_reg``, ``roi_cls``,
+        ``roi_reg``) and the balancer weights last applied. Changes no state (parameters,
+        buffers, balancer windows, or the global random generator the samplers draw from)."""
+        batch, sizes = pad_images(images)
+        shape = (int(batch.shape[-2]), int(batch.shape[-1]))
+        targets = check_targets(targets, batch.shape[0], self.num_classes)
+        state = {k: v.clone() for k, v in self.state_dict().items()}
+        devices = [batch.device] if batch.device.type == "cuda" else []
+        try:
+            with torch.random.fork_rng(devices=devices):
+                feats = self._features(batch)
+                out = self.rpn_head.flat_outputs(feats)
+                results = self.rpn_head.assign(out, targets)
+                proposals, _ = self.rpn_head.get_proposals(out, sizes)
+                reports = []
+                for b, res in enumerate(results):
+                    one = [targets[b]]
+                    rpn_terms = self.rpn_head.loss_terms(_image_slice(out, b), one, [res])
+                    sample = self.roi_head.sample([proposals[b]], one)
+                    feats_b = [f[b : b + 1] for f in feats]
+                    roi_terms = self.roi_head.loss_terms(feats_b, [proposals[b]], one, shape, sample=sample)
+                    losses = {f"rpn_{k}": float(v) for k, v in rpn_terms.items()}
+                    losses.update({f"roi_{k}": float(v) for k, v in roi_terms.items()})
+                    reports.append(
+                        {
+                            "summary": summarize_assignment(res),
+                            "roi_summary": summarize_assignment(sample.results[0]),
+                            "losses": losses,
+                            "weights": self.last_loss_weights,
+                        }
+                    )
+                return reports
+        finally:
+            self.load_state_dict(state)
+
+
+def _image_slice(out: dict[str, Any], b: int) -> dict[str, Any]:
+    """The flat dense-head outputs of image ``b`` alone (batch dimension kept)."""
+    per_image = ("cls", "reg", "boxes", "quality")
+    return {k: (v[b : b + 1] if k in per_image and v is not None else v) for k, v in out.items()}
