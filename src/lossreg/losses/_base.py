@@ -38,6 +38,26 @@ def reduce_loss(loss: Tensor, reduction: str, avg_factor: float | Tensor | None,
     return total / denom
 
 
+def check_cls_inputs(owner: str, logits: Tensor, labels: Tensor) -> tuple[int, int]:
+    """Validate ``logits [N, C]`` and ``labels [N]``; return ``(N, C)``."""
+    if logits.dim() != 2:
+        raise ValueError(f"{owner}: logits must be [N, C], got shape {tuple(logits.shape)}")
+    n, c = logits.shape
+    if labels.shape != (n,):
+        raise ValueError(f"{owner}: labels must be [N]={n}, got shape {tuple(labels.shape)}")
+    return n, c
+
+
+def apply_weight(loss: Tensor, weight: Tensor | None) -> Tensor:
+    """Multiply ``loss`` ([N] or [N, C]) by a per-row ``[N]`` or per-element ``[N, C]`` weight."""
+    if weight is None:
+        return loss
+    weight = weight.to(loss.dtype)
+    if loss.dim() == 2 and weight.dim() == 1:
+        weight = weight[:, None]
+    return loss * weight
+
+
 class _LossBase(nn.Module):
     task: str = ""
     paper: str | None = None
@@ -75,11 +95,7 @@ class ClsLoss(_LossBase):
         avg_factor: float | Tensor | None = None,
     ) -> Tensor:
         name = type(self).__name__
-        if logits.dim() != 2:
-            raise ValueError(f"{name}: logits must be [N, C], got shape {tuple(logits.shape)}")
-        n, c = logits.shape
-        if labels.shape != (n,):
-            raise ValueError(f"{name}: labels must be [N]={n}, got shape {tuple(labels.shape)}")
+        n, c = check_cls_inputs(name, logits, labels)
         if quality is None and self.uses_quality:
             raise ValueError(f"{name} needs `quality` (IoU of each row's predicted box), got None")
         with torch.autocast(logits.device.type, enabled=False):
@@ -91,9 +107,7 @@ class ClsLoss(_LossBase):
             q = quality.detach().float() if quality is not None else None
             loss = self.elementwise(logits.float(), targets, labels, q)
             loss = torch.where(valid[:, None], loss, loss.new_zeros(()))
-            if weight is not None:
-                weight = weight.float()
-                loss = loss * (weight[:, None] if weight.dim() == 1 else weight)
+            loss = apply_weight(loss, weight)
             loss = reduce_loss(loss, self.reduction, avg_factor, valid.sum() * c)
         return loss * self.loss_weight
 

@@ -7,8 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lossreg._registry import register_loss
-from lossreg.losses._base import ClsLoss, reduce_loss
-from lossreg.losses._cls_utils import apply_weight, check_cls_inputs
+from lossreg.losses._base import ClsLoss, apply_weight, check_cls_inputs, reduce_loss
 
 
 @register_loss("bce")

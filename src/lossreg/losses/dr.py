@@ -9,8 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lossreg._registry import register_loss
-from lossreg.losses._base import ClsLoss
-from lossreg.losses._cls_utils import check_cls_inputs
+from lossreg.losses._base import ClsLoss, check_cls_inputs
 
 
 @register_loss("dr")
