@@ -202,5 +202,11 @@ def test_shipped_recipes_parse_and_round_trip(name):
     assert load_recipe(recipe.to_dict(), validate=False) == recipe
 
 
+@pytest.mark.parametrize("name", lossreg.list_recipes())
+def test_shipped_recipes_validate_against_the_registry(name):
+    recipe = load_recipe(name)
+    assert recipe.model.arch in lossreg.list_components("detector")
+
+
 def test_shipped_recipes_exist():
     assert {"quickstart", "atss_r50_hcral_eatss"} <= set(lossreg.list_recipes())

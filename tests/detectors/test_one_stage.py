@@ -231,3 +231,15 @@ def test_pretrained_without_published_weights():
         from lossreg.detectors._models import build_detector
 
         build_detector("atss", pretrained=True, num_classes=3, backbone="resnet18")
+
+
+def test_recipe_names_build_their_model(tmp_path):
+    model = lossreg.create_model("quickstart", num_classes=2, nms_thr=0.5)
+    assert type(model.head.cls_loss).__name__ == "HCRACLoss" and model.head.assigner.extra == 3
+    assert model.num_classes == 2 and model.head.nms_thr == 0.5 and model.backbone.name == "resnet18"
+    path = tmp_path / "from_weights.yaml"
+    path.write_text("model: {arch: atss, backbone: resnet18, weights: 'local-dir:/nonexistent/run'}\n")
+    from lossreg.detectors._models import build_from_recipe
+
+    with pytest.raises((RuntimeError, FileNotFoundError, OSError), match="local-dir|nonexistent"):
+        build_from_recipe(path, num_classes=2)
