@@ -48,3 +48,18 @@ def test_quickstart_opens_with_two_commands_and_ci_runs_the_test_one():
     assert setup_and_run.startswith("python3 -m venv .venv && ") and "pytest" in test
     ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8")
     assert test in ci.splitlines(), ".ci/run must run README's test command verbatim"
+
+
+def test_readme_python_examples_run(tmp_path):
+    """Every ```python block of README.md (except plugin/registration sketches) runs as written."""
+    import subprocess
+    import sys
+
+    text = README.read_text(encoding="utf-8")
+    blocks = [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
+    runnable = [b for b in blocks if "@lossreg.register_" not in b]
+    assert len(runnable) >= 3
+    script = tmp_path / "readme_examples.py"
+    script.write_text("import lossreg\n" + "\n".join(runnable))
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]

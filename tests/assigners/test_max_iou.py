@@ -1,0 +1,115 @@
+"""max_iou: hand-built scenes with the expected assignment written out."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from _reference_assigners import grid_anchors
+from torchvision.ops import box_iou
+
+import lossreg
+from lossreg.assigners import max_iou as max_iou_module
+from lossreg.assigners._base import iou_matrix, paired_box_iou
+
+
+def _t(rows: list[list[float]]) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+def test_thresholds_ignore_band_and_low_quality_match():
+    anchors = _t(
+        [
+            [0, 0, 10, 10],  # 0: IoU 1 with gt 0
+            [5, 0, 15, 10],  # 1: 50 / 150 = 0.333 with gt 0 -> background
+            [20, 20, 30, 30],  # 2: 100 / 120 = 0.833 with gt 1
+            [0, 0, 10, 22],  # 3: 100 / 220 = 0.4545 with gt 0 -> between the thresholds: ignored
+            [100, 100, 110, 110],  # 4: overlaps nothing
+            [50, 50, 60, 60],  # 5: 100 / 400 = 0.25 with gt 2, its best anchor -> low-quality positive
+            [2, 0, 12, 10],  # 6: 80 / 120 = 0.667 with gt 0
+        ]
+    )
+    gts = _t([[0, 0, 10, 10], [20, 20, 32, 30], [50, 50, 70, 70]])
+    labels = torch.tensor([3, 1, 0])
+    r = lossreg.create_assigner("max_iou").assign(anchors, [7], gts, labels)
+    assert r.gt_inds.tolist() == [0, -1, 1, -2, -1, 2, 0]
+    assert r.labels.tolist() == [3, -1, 1, -1, -1, 0, 3]
+    expected_iou = torch.tensor([1.0, 0.0, 100 / 120, 0.0, 0.0, 0.25, 80 / 120])
+    torch.testing.assert_close(r.max_iou, expected_iou)
+
+    r = lossreg.create_assigner("max_iou", match_low_quality=False).assign(anchors, [7], gts, labels)
+    assert r.gt_inds.tolist() == [0, -1, 1, -2, -1, -1, 0]
+
+
+def test_low_quality_match_overrides_threshold_positive():
+    anchors = _t([[0, 0, 10, 10], [2, 0, 12, 10], [50, 50, 60, 60]])
+    # gt 0's best anchor is 0 (IoU 1); anchor 1 has IoU 0.667 with gt 0 but is the only
+    # anchor gt 1 overlaps (20 / 380 = 0.0526), so the low-quality match gives it to gt 1.
+    gts = _t([[0, 0, 10, 10], [10, 0, 40, 10]])
+    labels = torch.tensor([0, 1])
+    r = lossreg.create_assigner("max_iou").assign(anchors, [3], gts, labels)
+    assert r.gt_inds.tolist() == [0, 1, -1]
+    torch.testing.assert_close(r.max_iou, torch.tensor([1.0, 20 / 380, 0.0]))
+    r = lossreg.create_assigner("max_iou", min_pos_iou=0.1).assign(anchors, [3], gts, labels)
+    assert r.gt_inds.tolist() == [0, 0, -1]
+
+
+def test_ties_go_to_the_lower_gt_index():
+    anchors = _t([[0, 0, 10, 10], [20, 0, 30, 10]])
+    # Anchor 0 overlaps gts 1 and 2 equally (IoU 0.5 each); gts 0 and 3 are identical.
+    gts = _t([[20, 0, 30, 10], [0, 0, 10, 5], [0, 5, 10, 10], [20, 0, 30, 10]])
+    r = lossreg.create_assigner("max_iou", neg_iou_thr=0.3).assign(anchors, [2], gts, torch.arange(4))
+    assert r.gt_inds.tolist() == [1, 0]
+    assert r.labels.tolist() == [1, 0]
+
+
+def test_gt_smaller_than_every_anchor_takes_all_its_tying_best_anchors():
+    anchors, sizes = grid_anchors(128)  # level 0: 16 x 16 anchors of 64 px at stride 8
+    gts = _t([[3, 3, 5, 5]])
+    r = lossreg.create_assigner("max_iou").assign(anchors, sizes, gts, torch.tensor([7]))
+    # Every level-0 anchor centred at 4, 12, 20 or 28 (x and y) contains the 2x2 gt: IoU 4 / 4096.
+    expected = sorted(row * 16 + col for row in range(4) for col in range(4))
+    assert r.pos_inds.tolist() == expected
+    assert torch.all(r.max_iou[r.pos_mask] == 4 / 4096)
+
+
+def test_fast_iou_helpers_are_bit_identical_to_torchvision():
+    gen = torch.Generator().manual_seed(0)
+    a = torch.rand(50, 2, generator=gen) * 100
+    a = torch.cat([a, a + torch.rand(50, 2, generator=gen) * 60], 1)
+    b = torch.cat([a[:10], a[10:40] + torch.randn(30, 4, generator=gen).abs().cumsum(1)])
+    expected = box_iou(b, a)
+    assert torch.equal(iou_matrix(b, a), expected)
+    assert torch.equal(paired_box_iou(a[None].expand(40, 50, 4), b[:, None, :]), expected)
+
+
+def test_iou_matrix_computed_at_most_once_and_in_bounded_chunks(monkeypatch):
+    anchors, sizes = grid_anchors(640)  # 8,525 anchors
+    gen = torch.Generator().manual_seed(0)
+    xy = torch.rand(2, 100, 2, generator=gen) * 600
+    boxes = [torch.cat([p, p + 8 + torch.rand(100, 2, generator=gen) * 300], 1) for p in xy]
+    labels = [torch.zeros(100, dtype=torch.long)] * 2
+    calls: list[tuple[int, int]] = []
+    real = max_iou_module.iou_matrix
+
+    def counting(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        calls.append((a.shape[0], b.shape[0]))
+        return real(a, b)
+
+    monkeypatch.setattr(max_iou_module, "iou_matrix", counting)
+    assigner = lossreg.create_assigner("max_iou")
+    assigner.chunk_elements = 50_000
+    out = assigner.assign_batch(anchors, sizes, boxes, labels)
+    assert calls and max(r * c for r, c in calls) <= 50_000
+    assert sum(r * c for r, c in calls) <= 2 * 100 * anchors.shape[0]
+    monkeypatch.setattr(max_iou_module, "iou_matrix", real)
+    assigner.chunk_elements = None
+    for res, again in zip(out, assigner.assign_batch(anchors, sizes, boxes, labels)):
+        assert res.equal(again)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"pos_iou_thr": 0.0}, {"neg_iou_thr": 0.6}, {"min_pos_iou": -0.1}, {"match_low_quality": 1}]
+)
+def test_rejects_bad_parameters(kwargs):
+    with pytest.raises((ValueError, TypeError), match="max_iou|MaxIoUAssigner"):
+        lossreg.create_assigner("max_iou", **kwargs)
