@@ -172,19 +172,14 @@ class DenseHead(nn.Module):
         """One assignment result per image (predictions passed for assigners that use them)."""
         scores = out["cls"].detach().sigmoid()
         boxes = out["boxes"].detach()
-        results = []
-        for b, tgt in enumerate(targets):
-            results.append(
-                self.assigner.assign(
-                    out["anchors"],
-                    out["level_sizes"],
-                    tgt["boxes"].to(boxes.dtype),
-                    tgt["labels"],
-                    pred_boxes=boxes[b],
-                    pred_scores=scores[b],
-                )
-            )
-        return results
+        return self.assigner.assign_batch(
+            out["anchors"],
+            out["level_sizes"],
+            [t["boxes"].to(boxes.dtype) for t in targets],
+            [t["labels"] for t in targets],
+            pred_boxes=boxes,
+            pred_scores=scores,
+        )
 
     def loss(self, feats: list[Tensor], targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         """Training losses: ``{"loss_cls", "loss_reg", ["loss_quality"], "loss"}`` (weighted by the balancer)."""
