@@ -111,6 +111,11 @@ class DenseHead(nn.Module):
         self.cls_loss = build_component("loss", cls_loss, require_task="cls")
         self.reg_loss = build_component("loss", reg_loss, require_task="reg")
         self.quality_loss = build_component("loss", quality_loss, require_task="cls") if quality_loss is not None else None
+        if getattr(self.cls_loss, "background_column", False):
+            raise ValueError(
+                f"{type(self).__name__}: {type(self.cls_loss).__name__} is a softmax loss with a background column, "
+                "for two-stage heads (roi_box); dense heads need a sigmoid loss such as focal, qfl, vfl or hcra_c"
+            )
         self.assigner = build_component("assigner", assigner)
         self.balancer = build_component("balancer", balancer)
         self.anchor_generator = anchor_generator
