@@ -425,7 +425,7 @@ def test_bad_inputs_and_components(images):
         _model(cls_loss="giou")
     with pytest.raises(lossreg.UnknownComponentError, match="did you mean .*'alwa1'"):
         _model(balancer="alwa")
-    with pytest.raises(ValueError, match="rpn: cls_loss CrossEntropyLoss is a softmax loss"):
+    with pytest.raises(ValueError, match="RPNHead: CrossEntropyLoss is a softmax loss with a background column"):
         _model(rpn_head={"cls_loss": "ce"})
     with pytest.raises(ValueError, match="class-agnostic"):
         lossreg.create_head("rpn", num_classes=80)

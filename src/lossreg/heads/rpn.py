@@ -137,11 +137,6 @@ class RPNHead(DenseHead):
             pre_nms_topk=pre_nms_topk_test,
             max_dets=post_nms_topk_test,
         )
-        if getattr(self.cls_loss, "background_column", False):
-            raise ValueError(
-                f"rpn: cls_loss {type(self.cls_loss).__name__} is a softmax loss with a background column; "
-                "the RPN has one sigmoid objectness logit per anchor: use a sigmoid loss (bce, focal, ...)"
-            )
         a = gen.num_anchors
         self.sampler = RandomSampler(num_samples, pos_fraction)
         self.coder = DeltaBoxCoder(stds=coder_stds)
