@@ -1,8 +1,10 @@
 """The ``lossreg`` command line.
 
 Subcommands: ``list`` (components, models, pretrained weights, recipes),
-``info`` (one component's parameters, paper and documentation, or a recipe)
-and ``check`` (validate a recipe with ``--set`` overrides and print it resolved).
+``info`` (one component's parameters, paper and documentation, or a recipe),
+``check`` (validate a recipe with ``--set`` overrides and print it resolved),
+``train`` (train a recipe's detector into a run folder; see :mod:`lossreg.engine`)
+and ``eval`` (COCO metrics of trained weights on a recipe's validation split).
 """
 
 from __future__ import annotations
@@ -119,11 +121,97 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+_TRAIN_DESCRIPTION = """Train the detector of a recipe and evaluate it on the recipe's validation split.
+
+The run folder (--output, default runs/<recipe>-<time>) receives:
+  recipe.yaml        the resolved recipe (seed and library versions in its header)
+  metrics.jsonl      per iteration: each task loss, the balancer's weights, lr; per evaluation: COCO AP
+  checkpoints/       last.safetensors + last.state.pt each epoch (epoch_NNNN.* every
+                     train.checkpoint_interval epochs), written crash-safely
+  plots/             losses.png, balancer_weights.png, lr.png (val_ap.png) after each epoch
+  metrics.json       the final AP, AP50, AP75, APs, APm, APl (0-1), per_class and train_seconds
+  model/             model.safetensors and config.json of the trained (EMA) model
+
+A killed run continues exactly where its last checkpoint left it with --resume. Under
+`torchrun --nproc_per_node=N -m lossreg train ...` it trains with DistributedDataParallel
+(nccl on GPUs, gloo on CPUs); train.batch_size is the batch over all N processes."""
+
+_TRAIN_EPILOG = """examples:
+  lossreg train quickstart --output runs/quick
+  lossreg train quickstart --set train.epochs=12 --set model.balancer=alwa1 --device cuda
+  lossreg train quickstart --output runs/quick --resume
+  torchrun --nproc_per_node=2 -m lossreg train quickstart --output runs/ddp
+"""
+
+
+def _run_folder_of(checkpoint: str) -> str | None:
+    """The run folder a ``--resume PATH`` belongs to (``PATH`` itself, or ``<run>/checkpoints/<file>``'s run)."""
+    from pathlib import Path
+
+    path = Path(checkpoint)
+    if path.is_dir():
+        return str(path.parent) if path.name == "checkpoints" else str(path)
+    if path.parent.name == "checkpoints":
+        return str(path.parent.parent)
+    return None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .engine import distributed
+    from .engine.trainer import Trainer
+
+    recipe = load_recipe(args.recipe, overrides=args.set or ())
+    output, resume = args.output, args.resume
+    if resume is True and output is None:
+        raise CliError("--resume without a PATH continues the run in --output DIR; give one of them")
+    if isinstance(resume, str) and output is None:
+        output = _run_folder_of(resume)
+        if output is None:
+            raise CliError(f"cannot tell the run folder of {resume!r}; give --output DIR")
+    try:
+        trainer = Trainer(recipe, output_dir=output, resume=resume, device=args.device, progress=args.progress)
+        metrics = trainer.train()
+    except FloatingPointError as exc:
+        raise CliError(f"training diverged: {exc}") from None
+    except FileNotFoundError as exc:
+        raise CliError(str(exc)) from None
+    except KeyboardInterrupt:
+        where = output or "the run folder"
+        print(f"lossreg train: interrupted; continue with --resume (and --output {where})", file=sys.stderr)
+        return 130
+    finally:
+        distributed.cleanup_distributed()
+    if metrics is not None:
+        shown = " ".join(f"{k}={metrics[k]:.4f}" for k in ("AP", "AP50", "AP75") if metrics.get(k) is not None)
+        print(f"{trainer.run_dir / 'metrics.json'}: {shown or 'no validation split'} "
+              f"({metrics['train_seconds']:.0f} s of training)")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ._io import atomic_write_text
+    from .engine.evaluate import evaluate_recipe
+
+    recipe = load_recipe(args.recipe, overrides=args.set or ())
+    try:
+        metrics = evaluate_recipe(recipe, args.weights, device=args.device, batch_size=args.batch_size,
+                                  progress=sys.stderr.isatty())
+    except FileNotFoundError as exc:
+        raise CliError(str(exc)) from None
+    text = json.dumps(metrics, indent=2)
+    if args.output:
+        atomic_write_text(args.output, text + "\n")
+    print(text)
+    return 0
+
+
 _EPILOG = """examples:
   lossreg list                      every kind with its names
   lossreg list loss '*iou*' --describe
   lossreg info loss hcra_c          parameters, paper and documentation
   lossreg check atss_r50_hcral_eatss --set model.cls_loss=focal --set train.epochs=24
+  lossreg train quickstart --output runs/quick       train, evaluate, write metrics.json
+  lossreg eval quickstart --weights runs/quick       COCO metrics of trained weights
 """
 
 
@@ -174,6 +262,53 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--schema-only", action="store_true", help="check types only, not that the components exist")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser(
+        "train",
+        help="train a recipe's detector: checkpoints, metrics, plots and a final COCO evaluation",
+        description=_TRAIN_DESCRIPTION,
+        epilog=_TRAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("recipe", help="recipe name (see `lossreg list recipe`) or path to a .yaml file")
+    p.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a recipe field, e.g. train.epochs=24 (repeatable)"
+    )
+    p.add_argument("--output", "-o", metavar="DIR", help="the run folder [runs/<recipe>-<time>]")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        metavar="PATH",
+        help="continue a run: without PATH from --output's last checkpoint; PATH is a run folder or a "
+        "checkpoint (runs/x/checkpoints/last or one of its files), whose run folder is used unless --output is given",
+    )
+    p.add_argument("--device", help="cpu, cuda, cuda:1 or auto (overrides train.device)")
+    p.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=None,
+        help="show tqdm progress bars [when stderr is a terminal]",
+    )
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "eval",
+        help="COCO metrics (AP, AP50, AP75, APs, APm, APl, per class) of trained weights",
+        description="Evaluate trained weights of a recipe's detector on the recipe's data.val split with "
+        "pycocotools and print the metrics as JSON (values in 0-1; null where COCO leaves them undefined).",
+        epilog="examples:\n  lossreg eval quickstart --weights runs/quick\n"
+        "  lossreg eval quickstart --weights runs/quick/checkpoints/epoch_0003 --output val.json\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("recipe", help="recipe name or path to a .yaml file (a run's recipe.yaml works)")
+    p.add_argument(
+        "--weights", "-w", required=True, metavar="PATH",
+        help="a run folder (its model/, else its last checkpoint), a checkpoint or a .safetensors file",
+    )
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe field (repeatable)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto [train.device]")
+    p.add_argument("--batch-size", type=int, help="images per batch [eval.batch_size]")
+    p.add_argument("--output", "-o", metavar="FILE", help="also write the metrics to this JSON file")
+    p.set_defaults(func=cmd_eval)
     return parser
 
 

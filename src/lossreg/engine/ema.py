@@ -1,0 +1,68 @@
+"""Exponential moving average of a model's weights (optional, ``train.ema``)."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["ModelEMA"]
+
+
+class ModelEMA:
+    """A copy of ``model`` whose floating-point state follows ``ema = d * ema + (1 - d) * current``.
+
+    The decay ramps up as ``d = decay * (1 - exp(-updates / warmup))`` (YOLOX / timm's
+    warm-up), so the average is not dominated by the random initial weights in a
+    short run. Floating-point parameters and buffers (BatchNorm statistics) are
+    averaged; integer buffers (counters) are copied. The copy is in eval mode and
+    never receives gradients; :meth:`update` is called after every optimizer step.
+
+    Args:
+        model: the model being trained (unwrapped, not the DDP module).
+        decay: the asymptotic decay ``d`` [0.9998].
+        warmup: iterations of the ramp [2000].
+    """
+
+    def __init__(self, model: nn.Module, decay: float = 0.9998, warmup: int = 2000) -> None:
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"ema decay must be in [0, 1), got {decay}")
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self.decay = float(decay)
+        self.warmup = int(warmup)
+        self.updates = 0
+
+    def current_decay(self) -> float:
+        return self.decay * (1.0 - math.exp(-self.updates / self.warmup)) if self.warmup > 0 else self.decay
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """Move the average one step towards ``model``'s current state."""
+        self.updates += 1
+        d = self.current_decay()
+        current = model.state_dict()
+        for key, ema_value in self.module.state_dict().items():
+            value = current[key].detach()
+            if ema_value.is_floating_point():
+                ema_value.mul_(d).add_(value.to(ema_value.dtype), alpha=1.0 - d)
+            else:
+                ema_value.copy_(value)
+
+    def state_dict(self) -> dict[str, object]:
+        """``{"weights": {name: tensor}, "updates": int}`` (CPU copies)."""
+        weights = {k: v.detach().to("cpu", copy=True) for k, v in self.module.state_dict().items()}
+        return {"weights": weights, "updates": self.updates}
+
+    def load_state_dict(self, state: Mapping[str, object]) -> None:
+        weights = state["weights"]
+        assert isinstance(weights, Mapping)
+        self.module.load_state_dict(dict(weights))
+        self.updates = int(state["updates"])  # type: ignore[arg-type]
+
+    def weights(self) -> dict[str, Tensor]:
+        return self.module.state_dict()

@@ -1,0 +1,311 @@
+"""COCO-style evaluation of a detector on a dataset split (pycocotools ``COCOeval``, bbox).
+
+>>> metrics = evaluate(model, val_set, batch_size=8, device="cuda")      # doctest: +SKIP
+>>> metrics["AP"], metrics["per_class"]["ellipse"]                       # doctest: +SKIP
+
+The model runs in eval mode; its boxes (on the resized network input) are mapped
+back to the original images with :func:`~lossreg.data.unscale_boxes` and turned into
+COCO results with the dataset's ``category_ids`` (label ``k`` -> ``k + 1`` when the
+set has none, as for VOC). The ground truth is the COCO annotation file when one is
+given (COCO datasets: areas and crowd regions exactly as in the file), otherwise it
+is built in memory from the :class:`~lossreg.data.DetectionSet` (box areas; ignore
+regions become crowd regions of every class).
+
+Metrics are COCO's in 0-1: ``AP`` (IoU 0.50:0.95), ``AP50``, ``AP75``, ``APs``,
+``APm``, ``APl``, and ``per_class`` (AP per class name). A value COCO leaves
+undefined (no ground truth of that size or class) is ``None``; no detections at all
+gives zeros, not an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..data import collate, unscale_boxes
+
+__all__ = [
+    "METRIC_KEYS",
+    "coco_gt_from_set",
+    "coco_metrics",
+    "evaluate",
+    "evaluate_recipe",
+    "find_weights",
+    "predict_coco",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The summary keys, in the order of ``COCOeval.stats[:6]``.
+METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def _category_ids(data: Any) -> list[int]:
+    ids = getattr(data, "category_ids", None)
+    return list(ids) if ids is not None else list(range(1, data.num_classes + 1))
+
+
+def _quiet() -> contextlib.AbstractContextManager:
+    return contextlib.redirect_stdout(io.StringIO())
+
+
+def coco_gt_from_set(data: Any) -> COCO:
+    """A pycocotools ``COCO`` ground truth built in memory from a :class:`~lossreg.data.DetectionSet`."""
+    cat_ids = _category_ids(data)
+    images, anns = [], []
+    for rec in data.records:
+        images.append({"id": int(rec.image_id), "width": int(rec.width), "height": int(rec.height)})
+        for box, label in zip(rec.boxes.tolist(), rec.labels.tolist()):
+            w, h = box[2] - box[0], box[3] - box[1]
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": int(rec.image_id),
+                    "category_id": cat_ids[int(label)],
+                    "bbox": [box[0], box[1], w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
+            )
+        for box in rec.ignore_boxes.tolist():  # no class: a crowd region of every class
+            w, h = box[2] - box[0], box[3] - box[1]
+            for cid in cat_ids:
+                anns.append(
+                    {
+                        "id": len(anns) + 1,
+                        "image_id": int(rec.image_id),
+                        "category_id": cid,
+                        "bbox": [box[0], box[1], w, h],
+                        "area": w * h,
+                        "iscrowd": 1,
+                    }
+                )
+    gt = COCO()
+    gt.dataset = {
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": cid, "name": name} for cid, name in zip(cat_ids, data.class_names)],
+    }
+    with _quiet():
+        gt.createIndex()
+    return gt
+
+
+def _load_results(gt: COCO, results: list[dict[str, Any]]) -> COCO:
+    if results:
+        with _quiet():
+            return gt.loadRes(results)
+    dt = COCO()  # loadRes cannot take an empty list
+    dt.dataset = {"images": list(gt.dataset["images"]), "categories": list(gt.dataset["categories"]), "annotations": []}
+    with _quiet():
+        dt.createIndex()
+    return dt
+
+
+def _defined(value: float) -> float | None:
+    value = float(value)
+    return None if value < 0 or math.isnan(value) else value
+
+
+def coco_metrics(
+    gt: COCO,
+    results: list[dict[str, Any]],
+    class_names: Sequence[str],
+    category_ids: Sequence[int],
+    image_ids: Sequence[int] | None = None,
+    max_dets: int = 100,
+) -> dict[str, Any]:
+    """``{AP, AP50, AP75, APs, APm, APl, per_class}`` of COCO ``results`` against ``gt``.
+
+    ``results`` are ``{"image_id", "category_id", "bbox" [x, y, w, h], "score"}`` dicts;
+    ``image_ids`` restricts the evaluation to those images (all of ``gt``'s otherwise).
+    """
+    dt = _load_results(gt, results)
+    ev = COCOeval(gt, dt, iouType="bbox")
+    if image_ids is not None:
+        ev.params.imgIds = sorted(int(i) for i in image_ids)
+    ev.params.catIds = sorted(int(c) for c in category_ids)
+    if max_dets != 100:
+        ev.params.maxDets = [1, 10, int(max_dets)]
+    with _quiet():
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    out: dict[str, Any] = {key: _defined(v) for key, v in zip(METRIC_KEYS, ev.stats[:6])}
+    precision = ev.eval["precision"]  # [T, R, K, A, M]
+    name_of = dict(zip((int(c) for c in category_ids), class_names))
+    per_class: dict[str, float | None] = {}
+    for k, cid in enumerate(ev.params.catIds):
+        p = precision[:, :, k, 0, -1]
+        p = p[p > -1]
+        per_class[name_of[cid]] = float(np.mean(p)) if p.size else None
+    out["per_class"] = per_class
+    return out
+
+
+@torch.no_grad()
+def predict_coco(
+    model: nn.Module,
+    dataset: Any,
+    batch_size: int = 8,
+    device: torch.device | str = "cpu",
+    amp: bool = False,
+    num_workers: int = 0,
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """Run ``model`` (eval mode) over a :class:`~lossreg.data.DetectionDataset`; COCO results on the original images."""
+    device = torch.device(device)
+    cat_ids = _category_ids(dataset.data)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers
+    )
+    amp_dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
+    was_training = model.training
+    model.eval()
+    results: list[dict[str, Any]] = []
+    try:
+        for images, targets, sizes in tqdm(loader, desc="eval", disable=not progress, leave=False):
+            images = images.to(device, non_blocking=True)
+            batch = [images[i, :, :h, :w] for i, (h, w) in enumerate(sizes)]
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+                dets = model(batch)
+            for det, tgt in zip(dets, targets):
+                boxes = unscale_boxes(det["boxes"].float().cpu(), tgt["scale"], tgt["orig_size"])
+                xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
+                scores = det["scores"].float().cpu().tolist()
+                labels = det["labels"].cpu().tolist()
+                for bb, score, label in zip(xywh, scores, labels):
+                    results.append(
+                        {
+                            "image_id": int(tgt["image_id"]),
+                            "category_id": cat_ids[int(label)],
+                            "bbox": [float(v) for v in bb],
+                            "score": float(score),
+                        }
+                    )
+    finally:
+        model.train(was_training)
+    return results
+
+
+def evaluate(
+    model: nn.Module,
+    dataset: Any,
+    batch_size: int = 8,
+    device: torch.device | str = "cpu",
+    amp: bool = False,
+    ann_file: str | os.PathLike[str] | None = None,
+    num_workers: int = 0,
+    max_dets: int = 100,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """COCO metrics of ``model`` on a :class:`~lossreg.data.DetectionDataset` (see the module docstring).
+
+    Args:
+        model: the detector (not a DDP wrapper); its mode is restored afterwards.
+        dataset: the split to evaluate, built with ``train=False`` (no augmentation).
+        batch_size, device, num_workers: inference settings.
+        amp: run under ``torch.autocast`` (bfloat16 on CPU, float16 on CUDA).
+        ann_file: COCO ground-truth file of the split (else built from ``dataset.data``).
+        max_dets: detections per image COCO keeps (the largest of its ``maxDets``).
+        progress: show a tqdm bar.
+    """
+    data = dataset.data
+    if ann_file is not None:
+        with _quiet():
+            gt = COCO(str(ann_file))
+    else:
+        gt = coco_gt_from_set(data)
+    results = predict_coco(model, dataset, batch_size, device, amp, num_workers, progress)
+    logger.debug("evaluating %d detections on %d images", len(results), len(data))
+    return coco_metrics(
+        gt,
+        results,
+        data.class_names,
+        _category_ids(data),
+        image_ids=[r.image_id for r in data.records],
+        max_dets=max_dets,
+    )
+
+
+def find_weights(path: str | os.PathLike[str]) -> Path:
+    """The safetensors file ``path`` means: a run folder's ``model/model.safetensors`` (else its last
+    checkpoint), a ``model/`` folder, a checkpoint (stem or either file) or a ``.safetensors`` file.
+
+    Raises ``FileNotFoundError`` naming what was looked for.
+    """
+    from .checkpoint import checkpoint_paths
+
+    p = Path(path)
+    candidates = []
+    if p.is_dir():
+        candidates += [p / "model" / "model.safetensors", p / "model.safetensors"]
+    if p.suffix == ".safetensors":
+        candidates.append(p)
+    candidates.append(checkpoint_paths(p)[0])
+    for cand in candidates:
+        if cand.is_file():
+            return cand
+    raise FileNotFoundError(f"no weights at {str(p)!r} (looked for {', '.join(str(c) for c in dict.fromkeys(candidates))})")
+
+
+def evaluate_recipe(
+    recipe: Any,
+    weights: str | os.PathLike[str],
+    device: str = "auto",
+    batch_size: int | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Evaluate trained ``weights`` (see :func:`find_weights`) of a recipe's detector on its ``data.val`` split.
+
+    The class order is the training split's, as in training. Raises ``ValueError``
+    when the recipe has no ``data.val`` or the weights do not fit its model.
+    """
+    from safetensors.torch import load_file
+
+    from ..data import build_dataset, read_dataset
+    from ..detectors._models import build_from_recipe
+    from ..recipe import load_recipe
+    from .trainer import resolve_device
+
+    recipe = load_recipe(recipe)
+    if recipe.data.val is None:
+        raise ValueError("the recipe has no data.val split to evaluate on; set data.val (e.g. --set data.val.split=val)")
+    class_names = read_dataset(recipe.data.train).class_names
+    val_set = build_dataset(recipe.data.val, recipe.data, train=False, class_names=class_names)
+    path = find_weights(weights)
+    model = build_from_recipe(
+        recipe, num_classes=recipe.model.num_classes or len(class_names), label_names=list(class_names)
+    )
+    try:
+        model.load_state_dict(load_file(str(path)))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise ValueError(f"{path} does not fit the recipe's model: {' '.join(first[:2])}") from None
+    dev = resolve_device(device if device != "auto" else recipe.train.device)
+    logger.info("evaluating %s on %d images", path, len(val_set))
+    ann_file = recipe.data.val.ann_file if recipe.data.val.format == "coco" else None
+    return evaluate(
+        model.to(dev),
+        val_set,
+        batch_size=batch_size or recipe.eval.batch_size,
+        device=dev,
+        amp=recipe.train.amp,
+        ann_file=ann_file,
+        num_workers=recipe.data.num_workers,
+        max_dets=recipe.eval.max_dets,
+        progress=progress,
+    )

@@ -1,0 +1,671 @@
+"""The training loop: one recipe in, a run folder with checkpoints, metrics and plots out.
+
+>>> trainer = Trainer("quickstart", output_dir="runs/quick")      # doctest: +SKIP
+>>> metrics = trainer.train()                                      # doctest: +SKIP
+>>> metrics["AP"], metrics["train_seconds"]                        # doctest: +SKIP
+
+What one iteration does: the detector's training forward returns its task losses
+already weighted by the recipe's balancer (every training-mode call is one balancer
+iteration) and their total ``loss``, which is back-propagated (through a
+``GradScaler`` under CUDA fp16 autocast), gradients are clipped to ``grad_clip``
+(global L2 norm) if set, the optimizer steps over *all* the model's parameters
+(learnable balancer parameters such as ``uncertainty``'s log-variances included, without
+weight decay), the per-iteration ``LambdaLR`` schedule (:mod:`.schedule`) steps, and
+the optional EMA copy of the weights is updated. Each task's loss as weighted
+(``losses``) and before weighting (``raw_losses``), the balancer's weights
+(``weights``: ``last_loss_weights`` of the head, or of a two-stage detector), the total
+``loss``, the learning rate ``lr`` and, with clipping, ``grad_norm`` are appended to
+``metrics.jsonl`` every iteration (averaged over the processes under DDP).
+
+The run folder (rank 0 writes it; see :mod:`.distributed`)::
+
+    recipe.yaml             the resolved recipe (loadable; a comment header gives the seed
+                            and the versions of lossreg, torch, torchvision and timm)
+    metrics.jsonl           one JSON record per iteration ("type": "train") and evaluation ("eval")
+    checkpoints/last.*      last.safetensors + last.state.pt, rewritten at the end of each epoch
+    checkpoints/epoch_NNNN.*  every ``train.checkpoint_interval`` epochs
+    plots/*.png             losses, balancer weights, learning rate (and validation AP)
+    metrics.json            the final evaluation and ``train_seconds``, when training ends
+    model/                  model.safetensors + config.json (arch, model_args, label_names)
+
+Resuming (``resume=``) continues exactly: the model, optimizer, scheduler, gradient
+scaler, EMA, RNG states and the position in the epoch are restored, every epoch's
+sample order and every sample's augmentation depend only on ``(seed, epoch,
+position)`` (:mod:`.sampler`), so on the CPU the weights after N more iterations equal
+an uninterrupted run's bit for bit.
+
+``train.batch_size`` is the batch of one iteration over all processes: under ``torchrun``
+with N processes each loads ``batch_size / N`` images.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from .. import __version__
+from .._io import atomic_write_text
+from ..data import build_dataset, collate
+from ..recipe import Recipe, load_recipe
+from . import distributed as dist_utils
+from .checkpoint import _atomic_write, checkpoint_paths, load_checkpoint, save_checkpoint, tensors_for_safetensors
+from .ema import ModelEMA
+from .evaluate import METRIC_KEYS, evaluate
+from .plots import plot_metrics, read_metrics
+from .sampler import ResumableSampler, SeededItems
+from .schedule import build_optimizer, build_scheduler
+
+__all__ = ["Trainer", "default_run_dir", "resolve_device", "seed_everything", "versions"]
+
+logger = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def versions() -> dict[str, str]:
+    """Versions of lossreg and the libraries a run's results depend on."""
+    import timm
+    import torchvision
+
+    found = {"lossreg": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__, "timm": timm.__version__}
+    return {k: str(v) for k, v in found.items()}  # torch's is a TorchVersion, not a plain str
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> ``cuda`` when available, else ``cpu``; other names as torch reads them.
+
+    Raises ``ValueError`` for a CUDA device on a machine without one.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"bad device {name!r}: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was asked for, but CUDA is not available on this machine")
+    return device
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch (all devices); with ``deterministic`` ask torch for deterministic kernels.
+
+    Deterministic mode uses ``torch.use_deterministic_algorithms(True, warn_only=True)``
+    (ops without a deterministic kernel warn instead of failing), disables cuDNN
+    benchmarking and sets ``CUBLAS_WORKSPACE_CONFIG`` if unset.
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+def default_run_dir(recipe_name: str, root: str | os.PathLike[str] = "runs") -> Path:
+    """``runs/<recipe>-<YYYYmmdd-HHMMSS>`` (with ``-2``, ``-3``, ... if taken)."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path(root) / f"{recipe_name}-{stamp}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = Path(f"{base}-{n}")
+    return path
+
+
+def _rng_state() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": (str(kind), torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss), float(cached)),
+        "python": random.getstate(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        cuda = list(state["cuda"])
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+        else:
+            logger.warning("checkpoint has CUDA RNG states for %d devices, this machine %d: not restored", len(cuda), torch.cuda.device_count())
+
+
+def _to_device(targets: Sequence[dict[str, Any]], device: torch.device) -> list[dict[str, Any]]:
+    return [{k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
+
+
+def _balancer_weights(model: nn.Module) -> dict[str, float]:
+    """The weights the balancer applied at the last training call (detector property, else the head's)."""
+    weights = getattr(model, "last_loss_weights", None)
+    if weights is None:
+        weights = getattr(getattr(model, "head", None), "last_loss_weights", None)
+    return {str(k): float(v) for k, v in (weights or {}).items()}
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a.b": value}`` for the leaves of nested mappings."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """All trainable parameters; the balancers' (learnable loss weights) without weight decay."""
+    from ..balancers._base import Balancer
+
+    balancer_ids: set[int] = set()
+    for module in model.modules():
+        if isinstance(module, Balancer):
+            balancer_ids.update(id(p) for p in module.parameters())
+    main = [p for p in model.parameters() if p.requires_grad and id(p) not in balancer_ids]
+    extra = [p for p in model.parameters() if p.requires_grad and id(p) in balancer_ids]
+    groups = [{"params": main, "weight_decay": weight_decay}]
+    if extra:
+        groups.append({"params": extra, "weight_decay": 0.0})
+    return groups
+
+
+# --------------------------------------------------------------------------- trainer
+
+
+class Trainer:
+    """Train the detector of a recipe (see the module docstring for what is written where).
+
+    Args:
+        recipe: a :class:`~lossreg.recipe.Recipe`, a recipe name or path, or a dict.
+        output_dir: the run folder [``runs/<recipe>-<time>``]. A folder that already
+            holds a checkpoint is refused unless ``resume`` is given.
+        resume: continue from a checkpoint: a path (see
+            :func:`~lossreg.engine.checkpoint.checkpoint_paths`) or ``True`` for
+            ``output_dir``'s last checkpoint.
+        device: overrides ``train.device`` (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``).
+        progress: tqdm progress bars [None: when stderr is a terminal]; always off on ranks > 0.
+
+    Raises ``ValueError`` (bad device, batch size not divisible by the process count,
+    ``model.num_classes`` disagreeing with the dataset, an occupied run folder) and
+    :class:`~lossreg.engine.checkpoint.CheckpointError` for an unusable checkpoint.
+    """
+
+    def __init__(
+        self,
+        recipe: Recipe | str | os.PathLike[str] | Mapping[str, Any],
+        output_dir: str | os.PathLike[str] | None = None,
+        resume: str | os.PathLike[str] | bool | None = None,
+        device: str | None = None,
+        progress: bool | None = None,
+    ) -> None:
+        recipe = load_recipe(recipe)
+        if device is not None:
+            recipe = recipe.with_overrides([f"train.device={device}"])
+        cfg = recipe.train
+        self.device = resolve_device(cfg.device)
+        self.dist = dist_utils.init_distributed(self.device.type)
+        if self.device.type == "cuda" and self.dist.enabled:
+            self.device = torch.device("cuda", self.dist.local_rank)
+        self.is_main = self.dist.rank == 0
+        world = self.dist.world_size
+        if cfg.batch_size % world:
+            raise ValueError(
+                f"train.batch_size={cfg.batch_size} is the batch over all processes and must be divisible "
+                f"by their number ({world})"
+            )
+        self.batch_per_rank = cfg.batch_size // world
+        self.show_progress = self.is_main and (sys.stderr.isatty() if progress is None else progress)
+        seed_everything(cfg.seed, cfg.deterministic)
+
+        # data (rank 0 first: a generated synthetic set is written once)
+        if not self.is_main:
+            dist_utils.barrier()
+        self.train_set = build_dataset(recipe.data.train, recipe.data, train=True)
+        self.val_set = (
+            build_dataset(recipe.data.val, recipe.data, train=False, class_names=self.train_set.class_names)
+            if recipe.data.val is not None
+            else None
+        )
+        if self.is_main:
+            dist_utils.barrier()
+        num_classes = self.train_set.num_classes
+        if recipe.model.num_classes is not None and recipe.model.num_classes != num_classes:
+            raise ValueError(
+                f"model.num_classes is {recipe.model.num_classes} but the training set has {num_classes} classes "
+                f"({', '.join(self.train_set.class_names)}); drop model.num_classes or make them agree"
+            )
+        if recipe.model.num_classes is None:
+            recipe = recipe.with_overrides([f"model.num_classes={num_classes}"])
+        self.recipe = recipe
+        self.cfg = cfg
+
+        # model, optimisation
+        from ..detectors._models import build_from_recipe
+
+        self.model: nn.Module = build_from_recipe(recipe, label_names=list(self.train_set.class_names)).to(self.device)
+        self.sampler = ResumableSampler(
+            len(self.train_set), shuffle=True, seed=cfg.seed, rank=self.dist.rank, world_size=world
+        )
+        self._loader_gen = torch.Generator()
+        self.loader = torch.utils.data.DataLoader(
+            SeededItems(self.train_set),
+            batch_size=self.batch_per_rank,
+            sampler=self.sampler,
+            collate_fn=collate,
+            num_workers=recipe.data.num_workers,
+            pin_memory=self.device.type == "cuda",
+            generator=self._loader_gen,
+        )
+        self.iters_per_epoch = math.ceil(self.sampler.per_rank / self.batch_per_rank)
+        self.total_iters = cfg.epochs * self.iters_per_epoch
+        self.optimizer = build_optimizer(_param_groups(self.model, cfg.optimizer.weight_decay), cfg.optimizer)
+        self.scheduler = build_scheduler(self.optimizer, cfg, self.iters_per_epoch)
+        self.amp = bool(cfg.amp)
+        self.amp_dtype = torch.bfloat16 if self.device.type == "cpu" else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.device.type == "cuda")
+        self.ema = ModelEMA(self.model, cfg.ema_decay) if cfg.ema else None
+        self.iteration = 0
+        self.train_seconds = 0.0
+        self.last_eval: dict[str, Any] | None = None
+
+        # run folder
+        run_dir = None
+        if self.is_main:
+            run_dir = Path(output_dir) if output_dir is not None else default_run_dir(recipe.name)
+        self.run_dir = Path(dist_utils.broadcast_object(str(run_dir) if run_dir is not None else None))
+        self.checkpoint_dir = self.run_dir / "checkpoints"
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+        if resume is True:
+            resume = self.checkpoint_dir / "last"
+        elif resume is False:
+            resume = None
+        if resume is None and checkpoint_paths(self.checkpoint_dir / "last")[0].exists():
+            raise ValueError(
+                f"{self.run_dir} already holds a training run (checkpoints/last.safetensors); resume it "
+                "(--resume) or choose another output folder"
+            )
+        if resume is not None:
+            self.load_checkpoint(resume)
+        if self.is_main:
+            self._init_run_dir()
+        dist_utils.barrier()
+        self.ddp_model = self._wrap()
+
+    # ------------------------------------------------------------------ setup
+    def _init_run_dir(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        v = versions()
+        header = (
+            f"# lossreg training run {self.run_dir.name}: seed {self.cfg.seed}; "
+            + ", ".join(f"{k} {val}" for k, val in v.items())
+            + "\n"
+        )
+        atomic_write_text(self.run_dir / "recipe.yaml", header + self.recipe.to_yaml())
+        # keep the history up to the resumed iteration (a killed run may have logged past it)
+        records = [r for r in read_metrics(self.metrics_path) if int(r.get("iter", 0)) <= self.iteration]
+        atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in records))
+
+    def _wrap(self) -> nn.Module:
+        if not self.dist.enabled:
+            return self.model
+        find_unused = self._has_unused_parameters()
+        flag = torch.tensor([float(find_unused)], device=self.device if self.device.type == "cuda" else "cpu")
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        find_unused = bool(flag.item())
+        if find_unused:
+            logger.info("some parameters get no gradient: DDP runs with find_unused_parameters=True")
+        return dist_utils.wrap_ddp(self.model, self.device, find_unused_parameters=find_unused)
+
+    def _has_unused_parameters(self) -> bool:
+        """Whether a training step on a copy of the model leaves a trainable parameter without gradient.
+
+        The copy runs on this rank's first batch of the current epoch under a forked RNG,
+        so the real model, the balancer state and the random streams are untouched.
+        """
+        probe = copy.deepcopy(self.model).train()
+        order = self.sampler.order()
+        items = SeededItems(self.train_set)
+        keys = [(0, order[self.dist.rank + k * self.dist.world_size]) for k in range(min(self.batch_per_rank, self.sampler.per_rank))]
+        images, targets, _ = collate([items[key] for key in keys])
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            losses = probe(images.to(self.device), _to_device(targets, self.device))
+            losses["loss"].backward()
+        unused = [n for n, p in probe.named_parameters() if p.requires_grad and p.grad is None]
+        if unused:
+            logger.debug("parameters without gradient: %s", ", ".join(unused[:10]))
+        return bool(unused)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state(self) -> dict[str, Any]:
+        """Everything but the model weights that a resumed run needs (``torch.load(weights_only=True)``-safe)."""
+        return {
+            "iteration": self.iteration,
+            "epoch": self.iteration // self.iters_per_epoch,
+            "iters_per_epoch": self.iters_per_epoch,
+            "world_size": self.dist.world_size,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self._scheduler_state(),
+            "scaler": self.scaler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "rng": _rng_state(),
+            "train_seconds": self.train_seconds,
+            "recipe": self.recipe.to_dict(),
+            "versions": versions(),
+        }
+
+    def _scheduler_state(self) -> dict[str, Any]:
+        # the schedule's shape (epochs, warm-up, steps) comes from the recipe on resume, not the checkpoint
+        state = self.scheduler.state_dict()
+        state["lr_lambdas"] = [None] * len(state.get("lr_lambdas", []))
+        return state
+
+    def save_checkpoint(self, name: str = "last") -> Path | None:
+        """Write checkpoint ``name`` into ``checkpoints/`` (rank 0 only; returns its stem path, None elsewhere)."""
+        if not self.is_main:
+            return None
+        weights_path, _ = save_checkpoint(self.checkpoint_dir, name, self.model.state_dict(), self.state())
+        return weights_path.with_suffix("")
+
+    def _link_checkpoint(self, name: str) -> None:
+        """``checkpoints/<name>.*`` as hard links of ``last.*`` (a copy where links are not possible)."""
+        import shutil
+
+        for src, dst in zip(checkpoint_paths(self.checkpoint_dir / "last"), checkpoint_paths(self.checkpoint_dir / name)):
+            tmp = dst.with_name(f".{dst.name}.link.tmp")
+            tmp.unlink(missing_ok=True)
+            try:
+                os.link(src, tmp)
+            except OSError:
+                shutil.copy2(src, tmp)
+            os.replace(tmp, dst)
+
+    def load_checkpoint(self, path: str | os.PathLike[str]) -> None:
+        """Restore the model and the training state from a checkpoint (every rank reads it)."""
+        weights, state = load_checkpoint(path)
+        saved, current = _flatten(state.get("recipe") or {}), _flatten(self.recipe.to_dict())
+        changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+        if state.get("recipe") is not None and changed:
+            logger.warning(
+                "resuming with a recipe that differs from the checkpoint's (%s): optimizer settings come from the "
+                "checkpoint, the schedule from the recipe; the run will not match an uninterrupted one",
+                ", ".join(changed[:8]),
+            )
+        self.model.load_state_dict(weights)
+        if state.get("iters_per_epoch") != self.iters_per_epoch:
+            logger.warning(
+                "the checkpoint was written with %s iterations per epoch, this run has %d (batch size, process "
+                "count or dataset changed): the schedule continues from iteration %d but not exactly",
+                state.get("iters_per_epoch"),
+                self.iters_per_epoch,
+                state["iteration"],
+            )
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        # the learning rate of the next iteration under the recipe's schedule (the same value when unchanged)
+        step = self.scheduler.last_epoch
+        for group, base, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas):
+            group["lr"] = base * factor(step)
+        self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            if state.get("ema") is not None:
+                self.ema.load_state_dict(state["ema"])
+            else:
+                logger.warning("the checkpoint has no EMA weights: the average restarts from the current weights")
+                self.ema = ModelEMA(self.model, self.cfg.ema_decay)
+        self.iteration = int(state["iteration"])
+        self.train_seconds = float(state.get("train_seconds", 0.0))
+        _set_rng_state(state["rng"])
+        logger.info("resumed from %s at iteration %d (epoch %d)", path, self.iteration, self.iteration // self.iters_per_epoch)
+
+    # ------------------------------------------------------------------ training
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.is_main:
+            with open(self.metrics_path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+    def train_step(self, images: torch.Tensor, targets: list[dict[str, Any]]) -> dict[str, Any]:
+        """One iteration on a collated batch; returns the logged record (values averaged over ranks)."""
+        start = time.perf_counter()
+        self.ddp_model.train()
+        images = images.to(self.device, non_blocking=True)
+        targets = _to_device(targets, self.device)
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
+            out = self.ddp_model(images, targets)
+        loss = out["loss"]
+        values = {f"loss/{k[5:]}": float(v.detach()) for k, v in out.items() if k.startswith("loss_")}
+        values["loss"] = float(loss.detach())
+        values.update({f"weight/{k}": v for k, v in _balancer_weights(self.model).items()})
+        values = dist_utils.all_reduce_mean(values, self.device if self.device.type == "cuda" else "cpu")
+        if not math.isfinite(values["loss"]):
+            raise FloatingPointError(
+                f"the loss is {values['loss']} at iteration {self.iteration + 1} "
+                f"({', '.join(f'{k}={v:.4g}' for k, v in values.items())}); lower train.optimizer.lr, "
+                "set train.grad_clip or lengthen the warm-up"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        grad_norm = None
+        if self.cfg.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.iteration += 1
+        record: dict[str, Any] = {
+            "type": "train",
+            "iter": self.iteration,
+            "epoch": (self.iteration - 1) // self.iters_per_epoch,
+            "lr": lr,
+            "loss": values["loss"],
+            "losses": {k[5:]: v for k, v in values.items() if k.startswith("loss/")},
+            "weights": {k[7:]: v for k, v in values.items() if k.startswith("weight/")},
+            "time": time.perf_counter() - start,
+        }
+        # the task losses before weighting (where the weight is known and not 0)
+        record["raw_losses"] = {
+            k: v / record["weights"][k] for k, v in record["losses"].items() if record["weights"].get(k, 0.0) > 0.0
+        }
+        if grad_norm is not None:
+            record["grad_norm"] = grad_norm
+        self._log(record)
+        return record
+
+    def train(
+        self,
+        max_iterations: int | None = None,
+        callbacks: Sequence[Callable[[Trainer], None]] = (),
+    ) -> dict[str, Any] | None:
+        """Train until the schedule ends (or until ``max_iterations`` iterations in all have run).
+
+        ``callbacks`` are called with the trainer after every iteration. At the end of
+        each epoch: evaluation every ``eval.interval`` epochs, the ``last`` checkpoint
+        (and ``epoch_NNNN`` every ``train.checkpoint_interval`` epochs) and the plots.
+        When the schedule is complete, returns the final metrics (also written to
+        ``metrics.json``, with the model in ``model/``); returns None when stopped early.
+        """
+        stop = self.total_iters if max_iterations is None else min(int(max_iterations), self.total_iters)
+        if self.is_main:
+            logger.info(
+                "training %s for %d epochs x %d iterations on %s%s -> %s",
+                self.recipe.name,
+                self.cfg.epochs,
+                self.iters_per_epoch,
+                self.device,
+                f" x {self.dist.world_size} processes" if self.dist.enabled else "",
+                self.run_dir,
+            )
+        while self.iteration < stop:
+            epoch, done = divmod(self.iteration, self.iters_per_epoch)
+            self.sampler.set_epoch(epoch)
+            self.sampler.set_start(done * self.batch_per_rank)
+            self._loader_gen.manual_seed(self.cfg.seed + epoch)  # data-loader worker seeds only
+            bar = tqdm(
+                total=self.iters_per_epoch,
+                initial=done,
+                desc=f"epoch {epoch + 1}/{self.cfg.epochs}",
+                disable=not self.show_progress,
+                dynamic_ncols=True,
+            )
+            tick = time.perf_counter()
+            try:
+                for images, targets, _sizes in self.loader:
+                    record = self.train_step(images, targets)
+                    self.train_seconds += time.perf_counter() - tick
+                    tick = time.perf_counter()
+                    bar.update(1)
+                    if self.iteration % self.cfg.log_interval == 0 or self.iteration == stop:
+                        self._report(record, bar)
+                    for callback in callbacks:
+                        callback(self)
+                    if self.iteration >= stop:
+                        break
+            finally:
+                bar.close()
+            if self.iteration % self.iters_per_epoch == 0:
+                tick = time.perf_counter()
+                self._end_of_epoch(self.iteration // self.iters_per_epoch)
+                self.train_seconds += time.perf_counter() - tick
+        if self.iteration >= self.total_iters:
+            return self.finish()
+        return None
+
+    def _report(self, record: dict[str, Any], bar: Any) -> None:
+        if not self.is_main:
+            return
+        losses = " ".join(f"{k}={v:.4f}" for k, v in record["losses"].items())
+        weights = " ".join(f"{k}={v:.3g}" for k, v in record["weights"].items())
+        if self.show_progress:
+            bar.set_postfix_str(f"loss={record['loss']:.4f} lr={record['lr']:.3g}", refresh=False)
+        else:
+            logger.info(
+                "iter %d/%d epoch %d lr %.4g loss %.4f [%s] weights [%s]",
+                record["iter"],
+                self.total_iters,
+                record["epoch"] + 1,
+                record["lr"],
+                record["loss"],
+                losses,
+                weights,
+            )
+
+    def _end_of_epoch(self, epochs_done: int) -> None:
+        final = epochs_done >= self.cfg.epochs
+        if not final and self.val_set is not None and epochs_done % self.recipe.eval.interval == 0:
+            self.run_evaluation(epochs_done)
+        if self.is_main:
+            self.save_checkpoint("last")
+            if epochs_done % self.cfg.checkpoint_interval == 0:
+                self._link_checkpoint(f"epoch_{epochs_done:04d}")
+            plot_metrics(self.metrics_path, self.run_dir / "plots")
+        dist_utils.barrier()
+
+    # ------------------------------------------------------------------ evaluation and the end
+    @property
+    def eval_model(self) -> nn.Module:
+        """The model evaluated and saved: the EMA copy when ``train.ema``, else the trained model."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def evaluate(self) -> dict[str, Any] | None:
+        """COCO metrics of :attr:`eval_model` on the validation split (rank 0; None elsewhere or without one)."""
+        if not self.is_main or self.val_set is None:
+            return None
+        ann_file = self.recipe.data.val.ann_file if self.recipe.data.val.format == "coco" else None
+        return evaluate(
+            self.eval_model,
+            self.val_set,
+            batch_size=self.recipe.eval.batch_size,
+            device=self.device,
+            amp=self.amp,
+            ann_file=ann_file,
+            num_workers=self.recipe.data.num_workers,
+            max_dets=self.recipe.eval.max_dets,
+            progress=self.show_progress,
+        )
+
+    def run_evaluation(self, epochs_done: int) -> dict[str, Any] | None:
+        """Evaluate (rank 0; the other ranks wait) and log an ``"eval"`` record."""
+        metrics = self.evaluate()
+        if metrics is not None:
+            self.last_eval = metrics
+            self._log({"type": "eval", "iter": self.iteration, "epoch": epochs_done, **metrics})
+            logger.info(
+                "epoch %d: %s", epochs_done, " ".join(f"{k}={metrics[k]:.4f}" for k in METRIC_KEYS if metrics[k] is not None)
+            )
+        dist_utils.barrier()
+        return metrics
+
+    def finish(self) -> dict[str, Any] | None:
+        """Final evaluation, ``metrics.json``, ``model/`` and plots (rank 0); returns the metrics there."""
+        metrics = self.run_evaluation(self.iteration // self.iters_per_epoch)
+        if not self.is_main:
+            return None
+        if metrics is None:
+            logger.warning("the recipe has no data.val split: metrics.json holds no evaluation")
+            metrics = {key: None for key in METRIC_KEYS}
+            metrics["per_class"] = {}
+        result = {
+            **metrics,
+            "train_seconds": round(self.train_seconds, 3),
+            "iterations": self.iteration,
+            "epochs": self.iteration // self.iters_per_epoch,
+            "versions": versions(),
+        }
+        self.save_model(self.run_dir / "model", result)
+        atomic_write_text(self.run_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
+        plot_metrics(self.metrics_path, self.run_dir / "plots")
+        logger.info("finished: %s", self.run_dir / "metrics.json")
+        return result
+
+    def save_model(self, folder: str | os.PathLike[str], metrics: Mapping[str, Any] | None = None) -> Path:
+        """``model.safetensors`` (:attr:`eval_model`'s weights) and ``config.json`` (arch, model_args, label_names, recipe)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        model = self.eval_model
+        tensors = tensors_for_safetensors(model.state_dict())
+        _atomic_write(folder / "model.safetensors", lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+        config = {
+            "arch": self.recipe.model.arch,
+            "num_classes": getattr(model, "num_classes", None),
+            "label_names": getattr(model, "label_names", None),
+            "model_args": getattr(model, "model_args", {}),
+            "recipe": self.recipe.to_dict(),
+            "lossreg_version": __version__,
+            "metrics": {k: v for k, v in (metrics or {}).items() if k in METRIC_KEYS},
+        }
+        atomic_write_text(folder / "config.json", json.dumps(config, indent=2, default=str) + "\n")
+        return folder
