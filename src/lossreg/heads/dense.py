@@ -35,6 +35,15 @@ def _flatten(level_outputs: Sequence[Tensor], k: int) -> Tensor:
     return torch.cat(out, dim=1)
 
 
+def balance_terms(head: nn.Module, terms: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``{"loss_<task>": weighted loss, ..., "loss": total}`` from ``head.balancer``; keeps ``head.last_loss_weights``."""
+    total, weights = head.balancer(terms)
+    head.last_loss_weights = dict(weights)
+    losses = {f"loss_{k}": v * weights.get(k, 1.0) for k, v in terms.items()}
+    losses["loss"] = total
+    return losses
+
+
 def conv_tower(in_channels: int, feat_channels: int, num_convs: int, norm: str) -> nn.Sequential:
     """``num_convs`` 3x3 conv (+ GroupNorm(32)) + ReLU layers."""
     layers: list[nn.Module] = []
@@ -189,12 +198,10 @@ class DenseHead(nn.Module):
     def loss(self, feats: list[Tensor], targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         """Training losses: ``{"loss_cls", "loss_reg", ["loss_quality"], "loss"}`` (weighted by the balancer)."""
         out = self.flat_outputs(feats)
-        terms = self.loss_terms(out, targets, self.assign(out, targets))
-        total, weights = self.balancer(terms)
-        self.last_loss_weights = dict(weights)
-        losses = {f"loss_{k}": v * weights.get(k, 1.0) for k, v in terms.items()}
-        losses["loss"] = total
-        return losses
+        return self.balance(self.loss_terms(out, targets, self.assign(out, targets)))
+
+    def balance(self, terms: dict[str, Tensor]) -> dict[str, Tensor]:
+        return balance_terms(self, terms)
 
     def loss_terms(self, out: dict[str, Any], targets: list[dict[str, Tensor]], results: list[Any]) -> dict[str, Tensor]:
         """Unweighted task losses ``{"cls", "reg", ["quality"]}`` from flat outputs and assignments."""

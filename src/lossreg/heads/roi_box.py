@@ -16,7 +16,7 @@ from .._registry import build_component, register_head
 from ..ops.box_coder import DeltaBoxCoder
 from ..ops.iou import aligned_box_iou
 from ..ops.sampler import RandomSampler
-from .dense import Spec
+from .dense import Spec, balance_terms
 from .rpn import FASTER_RCNN_PAPER, with_default_params
 
 __all__ = ["RoIBoxHead", "RoISample"]
@@ -260,11 +260,7 @@ class RoIBoxHead(nn.Module):
 
     def balance(self, terms: dict[str, Tensor]) -> dict[str, Tensor]:
         """``{"loss_cls", "loss_reg", "loss"}`` weighted by the balancer; keeps ``last_loss_weights``."""
-        total, weights = self.balancer(terms)
-        self.last_loss_weights = dict(weights)
-        losses = {f"loss_{k}": v * weights.get(k, 1.0) for k, v in terms.items()}
-        losses["loss"] = total
-        return losses
+        return balance_terms(self, terms)
 
     def loss(
         self,

@@ -222,14 +222,6 @@ class RPNHead(DenseHead):
         return terms
 
     # -- Faster R-CNN ----------------------------------------------------------
-    def balance(self, terms: dict[str, Tensor]) -> dict[str, Tensor]:
-        """``{"loss_cls", "loss_reg", "loss"}`` weighted by the balancer; keeps ``last_loss_weights``."""
-        total, weights = self.balancer(terms)
-        self.last_loss_weights = dict(weights)
-        losses = {f"loss_{k}": v * weights.get(k, 1.0) for k, v in terms.items()}
-        losses["loss"] = total
-        return losses
-
     def loss_and_proposals(
         self, feats: list[Tensor], targets: list[dict[str, Tensor]], image_sizes: Sequence[tuple[int, int]]
     ) -> tuple[dict[str, Tensor], tuple[list[Tensor], list[Tensor]]]:
