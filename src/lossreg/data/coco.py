@@ -17,9 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from .records import DetectionRecord, DetectionSet, clip_boxes, warn_dropped
+from .records import DetectionRecord, DetectionSet, make_record, warn_dropped
 
 __all__ = ["load_coco_json", "read_coco"]
 
@@ -127,23 +125,11 @@ def read_coco(
             else:
                 boxes.append(xyxy)
                 labels.append(cat_to_label[cat])
-        box_arr, keep = clip_boxes(np.array(boxes, dtype=np.float32), int(width), int(height), min_size)
-        crowd_arr, keep_crowd = clip_boxes(np.array(crowd, dtype=np.float32), int(width), int(height), min_size)
-        n_bad = int((~keep).sum() + (~keep_crowd).sum())
+        record, n_bad = make_record(image_path, int(width), int(height), boxes, labels, crowd, image_id, min_size)
         if n_bad:
             dropped += n_bad
             examples.append(f"image {image_id}")
-        records.append(
-            DetectionRecord(
-                image_path=str(image_path),
-                width=int(width),
-                height=int(height),
-                boxes=box_arr[keep],
-                labels=np.array(labels, dtype=np.int64)[keep],
-                image_id=image_id,
-                ignore_boxes=crowd_arr[keep_crowd],
-            )
-        )
+        records.append(record)
     unknown_images = set(coco.imgToAnns) - set(coco.imgs)
     if unknown_images:
         raise ValueError(f"{path}: annotations refer to image ids not in 'images': {sorted(unknown_images)[:5]}")

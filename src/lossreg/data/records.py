@@ -118,6 +118,31 @@ def clip_boxes(boxes: np.ndarray, width: int, height: int, min_size: float) -> t
     return out, keep
 
 
+def make_record(
+    image_path: str,
+    width: int,
+    height: int,
+    boxes: Sequence[Sequence[float]],
+    labels: Sequence[int],
+    ignore: Sequence[Sequence[float]],
+    image_id: int,
+    min_size: float,
+) -> tuple[DetectionRecord, int]:
+    """A record with its boxes and ignore regions clipped to the image; also the number of boxes dropped."""
+    box_arr, keep = clip_boxes(np.array(boxes, dtype=np.float32), width, height, min_size)
+    ign_arr, keep_ign = clip_boxes(np.array(ignore, dtype=np.float32), width, height, min_size)
+    record = DetectionRecord(
+        image_path=str(image_path),
+        width=int(width),
+        height=int(height),
+        boxes=box_arr[keep],
+        labels=np.array(labels, dtype=np.int64)[keep],
+        image_id=image_id,
+        ignore_boxes=ign_arr[keep_ign],
+    )
+    return record, int((~keep).sum() + (~keep_ign).sum())
+
+
 def warn_dropped(count: int, source: str, min_size: float, examples: Sequence[str] = ()) -> None:
     """One :class:`DegenerateBoxWarning` for ``count`` boxes dropped from ``source`` (nothing if 0)."""
     if count <= 0:

@@ -17,9 +17,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
-from .records import DetectionRecord, DetectionSet, clip_boxes, warn_dropped
+from .records import DetectionSet, make_record, warn_dropped
 
 __all__ = ["parse_voc_xml", "read_voc"]
 
@@ -149,22 +147,11 @@ def read_voc(
             else:
                 boxes.append(box)
                 labels.append(label_of[obj["name"]])
-        box_arr, keep = clip_boxes(np.array(boxes, dtype=np.float32), width, height, min_size)
-        ign_arr, keep_ign = clip_boxes(np.array(ignore, dtype=np.float32), width, height, min_size)
-        bad += int((~keep).sum() + (~keep_ign).sum())
+        record, n_bad = make_record(image_path, width, height, boxes, labels, ignore, index, min_size)
+        bad += n_bad
         if bad:
             dropped += bad
             examples.append(xml_file.name)
-        records.append(
-            DetectionRecord(
-                image_path=str(image_path),
-                width=int(width),
-                height=int(height),
-                boxes=box_arr[keep],
-                labels=np.array(labels, dtype=np.int64)[keep],
-                image_id=index,
-                ignore_boxes=ign_arr[keep_ign],
-            )
-        )
+        records.append(record)
     warn_dropped(dropped, f"{root} ({split or 'all'})", min_size, examples)
     return DetectionSet(records=records, class_names=names, source=f"voc:{root}:{split or 'all'}")

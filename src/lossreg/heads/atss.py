@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from .._registry import register_head
 from ..ops.anchors import AnchorGenerator
 from ..ops.box_coder import DeltaBoxCoder
-from .dense import DenseHead, Scale, Spec, centerness_target, conv_tower, init_head_convs
+from .dense import DenseHead, Spec, centerness_target
 
 
 @register_head("atss")
@@ -65,29 +65,7 @@ class ATSSHead(DenseHead):
             raise ValueError(f"atss head: quality must be 'centerness' or 'iou', got {quality!r}")
         self.quality = quality
         self.coder = DeltaBoxCoder(stds=coder_stds)
-        self.cls_tower = conv_tower(in_channels, feat_channels, stacked_convs, norm)
-        self.reg_tower = conv_tower(in_channels, feat_channels, stacked_convs, norm)
-        self.cls_out = nn.Conv2d(feat_channels, num_classes, 3, padding=1)
-        self.reg_out = nn.Conv2d(feat_channels, 4, 3, padding=1)
-        self.quality_out = nn.Conv2d(feat_channels, 1, 3, padding=1) if self.has_quality else None
-        self.scales = nn.ModuleList(Scale(1.0) for _ in strides)
-        init_head_convs(self, self.cls_out, prior_prob)
-
-    def forward(self, feats: list[Tensor]):
-        cls, reg, qual = [], [], []
-        for x, scale in zip(feats, self.scales):
-            c, r = self.cls_tower(x), self.reg_tower(x)
-            cls.append(self.cls_out(c))
-            reg.append(scale(self.reg_out(r)).float())
-            if self.quality_out is not None:
-                qual.append(self.quality_out(r))
-        return cls, reg, (qual or None)
-
-    def decode(self, anchors: Tensor, reg: Tensor, strides: Tensor) -> Tensor:
-        return self.coder.decode(anchors, reg)
-
-    def encode(self, anchors: Tensor, boxes: Tensor, strides: Tensor) -> Tensor:
-        return self.coder.encode(anchors, boxes)
+        self.build_towers(in_channels, feat_channels, stacked_convs, norm, prior_prob, scaled=True)
 
     def quality_target(self, anchors: Tensor, pred_boxes: Tensor, gt_boxes: Tensor) -> Tensor:
         if self.quality == "iou":

@@ -147,17 +147,47 @@ class DenseHead(nn.Module):
     def has_quality(self) -> bool:
         return self.quality_loss is not None
 
+    def build_towers(
+        self, in_channels: int, feat_channels: int, stacked_convs: int, norm: str, prior_prob: float, scaled: bool
+    ) -> None:
+        """The standard layout (RetinaNet, ATSS, FCOS): a classification and a regression conv tower,
+        3x3 outputs ``A*C`` / ``A*4`` / ``A`` (quality, on the regression tower), optional learnable
+        per-level scales on the regression output, N(0, 0.01) init and the focal prior bias."""
+        a = self.num_anchors
+        self.cls_tower = conv_tower(in_channels, feat_channels, stacked_convs, norm)
+        self.reg_tower = conv_tower(in_channels, feat_channels, stacked_convs, norm)
+        self.cls_out = nn.Conv2d(feat_channels, a * self.num_classes, 3, padding=1)
+        self.reg_out = nn.Conv2d(feat_channels, a * 4, 3, padding=1)
+        self.quality_out = nn.Conv2d(feat_channels, a, 3, padding=1) if self.has_quality else None
+        levels = len(self.anchor_generator.strides)
+        self.scales = nn.ModuleList(Scale(1.0) for _ in range(levels)) if scaled else None
+        init_head_convs(self, self.cls_out, prior_prob)
+
+    def reg_activation(self, reg: Tensor) -> Tensor:
+        """Applied to each level's (scaled) regression output; identity for delta regression."""
+        return reg
+
     def forward(self, feats: list[Tensor]) -> tuple[list[Tensor], list[Tensor], list[Tensor] | None]:
         """Per level: cls ``[B, A*C, H, W]``, reg ``[B, A*4, H, W]``, quality ``[B, A, H, W]`` or None."""
-        raise NotImplementedError
+        cls, reg, qual = [], [], []
+        for level, x in enumerate(feats):
+            c, r = self.cls_tower(x), self.reg_tower(x)
+            cls.append(self.cls_out(c))
+            out = self.reg_out(r)
+            if self.scales is not None:
+                out = self.scales[level](out).float()
+            reg.append(self.reg_activation(out))
+            if self.quality_out is not None:
+                qual.append(self.quality_out(r))
+        return cls, reg, (qual or None)
 
     def decode(self, anchors: Tensor, reg: Tensor, strides: Tensor) -> Tensor:
-        """Boxes ``[..., N, 4]`` from the regression output ``[..., N, 4]`` at ``anchors [N, 4]``."""
-        raise NotImplementedError
+        """Boxes ``[..., N, 4]`` from the regression output ``[..., N, 4]`` at ``anchors [N, 4]`` (delta coder)."""
+        return self.coder.decode(anchors, reg)
 
     def encode(self, anchors: Tensor, boxes: Tensor, strides: Tensor) -> Tensor:
         """Regression targets ``[P, 4]`` for delta-space losses (inverse of ``decode``)."""
-        raise NotImplementedError
+        return self.coder.encode(anchors, boxes)
 
     def quality_target(self, anchors: Tensor, pred_boxes: Tensor, gt_boxes: Tensor) -> Tensor:
         """Target ``[P]`` of the quality branch at positives: IoU of the predicted box (default)."""

@@ -7,11 +7,11 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from .._registry import register_head
 from ..ops.anchors import AnchorGenerator
-from .dense import DenseHead, Scale, Spec, centerness_target, conv_tower, init_head_convs
+from .dense import DenseHead, Spec, centerness_target
 
 
 @register_head("fcos")
@@ -57,23 +57,10 @@ class FCOSHead(DenseHead):
         super().__init__(
             num_classes, cls_loss, reg_loss, quality_loss, assigner, balancer, gen, reg_weighting=reg_weighting, **kwargs
         )
-        self.cls_tower = conv_tower(in_channels, feat_channels, stacked_convs, norm)
-        self.reg_tower = conv_tower(in_channels, feat_channels, stacked_convs, norm)
-        self.cls_out = nn.Conv2d(feat_channels, num_classes, 3, padding=1)
-        self.reg_out = nn.Conv2d(feat_channels, 4, 3, padding=1)
-        self.quality_out = nn.Conv2d(feat_channels, 1, 3, padding=1) if self.has_quality else None
-        self.scales = nn.ModuleList(Scale(1.0) for _ in strides)
-        init_head_convs(self, self.cls_out, prior_prob)
+        self.build_towers(in_channels, feat_channels, stacked_convs, norm, prior_prob, scaled=True)
 
-    def forward(self, feats: list[Tensor]):
-        cls, reg, qual = [], [], []
-        for x, scale in zip(feats, self.scales):
-            c, r = self.cls_tower(x), self.reg_tower(x)
-            cls.append(self.cls_out(c))
-            reg.append(F.relu(scale(self.reg_out(r)).float()))  # distances in strides
-            if self.quality_out is not None:
-                qual.append(self.quality_out(r))
-        return cls, reg, (qual or None)
+    def reg_activation(self, reg: Tensor) -> Tensor:
+        return F.relu(reg)  # distances in strides
 
     def decode(self, anchors: Tensor, reg: Tensor, strides: Tensor) -> Tensor:
         ctr = (anchors[:, :2] + anchors[:, 2:]) * 0.5

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from torch import Tensor, nn
-
 from .._registry import register_head
 from ..ops.anchors import AnchorGenerator
 from ..ops.box_coder import DeltaBoxCoder
-from .dense import DenseHead, Spec, conv_tower, init_head_convs
+from .dense import DenseHead, Spec
 
 
 @register_head("retina")
@@ -50,27 +48,5 @@ class RetinaHead(DenseHead):
     ) -> None:
         gen = AnchorGenerator(strides, ratios, octave_base_scale, scales_per_octave)
         super().__init__(num_classes, cls_loss, reg_loss, quality_loss, assigner, balancer, gen, **kwargs)
-        a = gen.num_anchors
         self.coder = DeltaBoxCoder(stds=coder_stds)
-        self.cls_tower = conv_tower(in_channels, feat_channels, stacked_convs, "none")
-        self.reg_tower = conv_tower(in_channels, feat_channels, stacked_convs, "none")
-        self.cls_out = nn.Conv2d(feat_channels, a * num_classes, 3, padding=1)
-        self.reg_out = nn.Conv2d(feat_channels, a * 4, 3, padding=1)
-        self.quality_out = nn.Conv2d(feat_channels, a, 3, padding=1) if self.has_quality else None
-        init_head_convs(self, self.cls_out, prior_prob)
-
-    def forward(self, feats: list[Tensor]):
-        cls, reg, qual = [], [], []
-        for x in feats:
-            c, r = self.cls_tower(x), self.reg_tower(x)
-            cls.append(self.cls_out(c))
-            reg.append(self.reg_out(r))
-            if self.quality_out is not None:
-                qual.append(self.quality_out(r))
-        return cls, reg, (qual or None)
-
-    def decode(self, anchors: Tensor, reg: Tensor, strides: Tensor) -> Tensor:
-        return self.coder.decode(anchors, reg)
-
-    def encode(self, anchors: Tensor, boxes: Tensor, strides: Tensor) -> Tensor:
-        return self.coder.encode(anchors, boxes)
+        self.build_towers(in_channels, feat_channels, stacked_convs, "none", prior_prob, scaled=False)

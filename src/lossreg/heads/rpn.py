@@ -162,12 +162,6 @@ class RPNHead(DenseHead):
             reg.append(self.reg_out(t))
         return cls, reg, None
 
-    def decode(self, anchors: Tensor, reg: Tensor, strides: Tensor) -> Tensor:
-        return self.coder.decode(anchors, reg)
-
-    def encode(self, anchors: Tensor, boxes: Tensor, strides: Tensor) -> Tensor:
-        return self.coder.encode(anchors, boxes)
-
     def assign(self, out: dict[str, Any], targets: list[dict[str, Tensor]]) -> list[Any]:
         """Class-agnostic assignment: every ground truth is an object of class 0 (before sampling)."""
         agnostic = [{"boxes": t["boxes"], "labels": torch.zeros_like(t["labels"])} for t in targets]
