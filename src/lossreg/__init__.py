@@ -45,9 +45,14 @@ from .recipe import Recipe, RecipeError, list_recipes, load_recipe
 
 __version__ = "0.1.0"
 
+# after __version__: the hub package records it, and importing it installs the
+# hf-hub:, local-dir: and pretrained-tag loaders of create_model
+from .hub import HubError, push_to_hub, save_pretrained  # noqa: E402
+
 __all__ = [
     "KINDS",
     "ComponentInfo",
+    "HubError",
     "PretrainedCfg",
     "Recipe",
     "RecipeError",
@@ -71,6 +76,7 @@ __all__ = [
     "list_recipes",
     "load_recipe",
     "parse_model_name",
+    "push_to_hub",
     "register_assigner",
     "register_balancer",
     "register_detector",
@@ -79,4 +85,5 @@ __all__ = [
     "register_model",
     "register_neck",
     "register_pretrained",
+    "save_pretrained",
 ]

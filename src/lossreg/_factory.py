@@ -162,8 +162,8 @@ def register_source(prefix: str, loader: Callable[..., Any]) -> None:
     _SOURCES[prefix] = loader
 
 
-def load_pretrained(model: Any, pretrained_cfg: PretrainedCfg | None, **kwargs: Any) -> Any:
-    """Load the published weights ``pretrained_cfg`` into ``model`` (through lossreg.hub)."""
+def load_pretrained(pretrained_cfg: PretrainedCfg | None, **kwargs: Any) -> Any:
+    """The detector of the published weights ``pretrained_cfg`` (through lossreg.hub), with ``kwargs`` overrides."""
     if pretrained_cfg is None:
         raise RuntimeError(
             "pretrained=True, but no published weights are registered for this model "
@@ -175,7 +175,7 @@ def load_pretrained(model: Any, pretrained_cfg: PretrainedCfg | None, **kwargs: 
             f"published weights {pretrained_cfg.name!r} live on the Hugging Face Hub ({pretrained_cfg.hf_hub_id}); "
             "loading them needs lossreg's hub support (lossreg.hub), which is not available in this installation"
         )
-    return loader(model, pretrained_cfg, **kwargs)
+    return loader(pretrained_cfg, **kwargs)
 
 
 def list_models(pattern: str = "*", include_recipes: bool = False) -> list[str]:

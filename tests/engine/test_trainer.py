@@ -93,12 +93,11 @@ def test_run_folder_contents(uninterrupted):
     for plot in ("losses", "balancer_weights", "lr", "val_ap"):
         assert (out / "plots" / f"{plot}.png").read_bytes()[:4] == b"\x89PNG"
     config = json.loads((out / "model" / "config.json").read_text())
-    assert config["arch"] == "atss" and config["label_names"] == ["ellipse", "rectangle", "triangle", "cross"]
+    assert config["architecture"] == "atss" and config["label_names"] == ["ellipse", "rectangle", "triangle", "cross"]
     assert config["model_args"]["num_classes"] == 4 and config["model_args"]["backbone"] == "test_resnet"
-    from safetensors.torch import load_file
-
-    rebuilt = lossreg.create_model("atss_resnet18_fpn", **{k: v for k, v in config["model_args"].items()})
-    rebuilt.load_state_dict(load_file(str(out / "model" / "model.safetensors")))  # EMA weights, same keys
+    assert config["lossreg"]["metrics"]["AP"] == metrics["AP"] and (out / "model" / "README.md").is_file()
+    rebuilt = lossreg.create_model(f"local-dir:{out / 'model'}")  # the EMA weights, strictly loaded
+    assert rebuilt.recipe.train.epochs == 2 and rebuilt.label_names == config["label_names"]
     records = read_metrics(out / "metrics.jsonl")
     train = [r for r in records if r["type"] == "train"]
     assert len(train) == 6 and all(set(r["losses"]) == {"cls", "reg", "quality"} == set(r["weights"]) for r in train)

@@ -12,13 +12,17 @@ NAMED_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 
 
 def build_detector(arch: str, pretrained: bool = False, pretrained_cfg: PretrainedCfg | None = None, **kwargs: Any):
-    """Instantiate ``arch`` and, with ``pretrained=True``, load its published weights."""
-    model = get_registry("detector").create(arch, **kwargs)
+    """Instantiate ``arch``; with ``pretrained=True`` the detector of its published weights.
+
+    Published weights define their detector (``config.json`` on the Hub), so with
+    ``pretrained=True`` the model is rebuilt from there and ``kwargs`` act as
+    overrides (``num_classes``/``label_names`` for fine-tuning, a swapped loss, ...).
+    """
     if pretrained:
         from .._factory import load_pretrained
 
-        load_pretrained(model, pretrained_cfg, **kwargs)
-    return model
+        return load_pretrained(pretrained_cfg, arch=arch, **kwargs)
+    return get_registry("detector").create(arch, **kwargs)
 
 
 def register_arch_models(arch: str, backbones: tuple[str, ...] = NAMED_BACKBONES) -> None:
@@ -60,6 +64,7 @@ def build_from_recipe(recipe: Any, pretrained: bool = False, **overrides: Any):
     if recipe.model.weights:
         source = create_model(recipe.model.weights, pretrained=True)
         transfer_state_dict(model, source.state_dict(), getattr(source, "label_names", None))
+    model.recipe = recipe  # published with the weights (lossreg.save_pretrained)
     return model
 
 

@@ -25,9 +25,8 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
+
+from .._io import atomic_write, fsync_dir, tensors_for_safetensors
 
 __all__ = [
     "CheckpointError",
@@ -74,44 +75,6 @@ def checkpoint_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
     return Path(text + WEIGHTS_SUFFIX), Path(text + STATE_SUFFIX)
 
 
-def tensors_for_safetensors(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """CPU, contiguous copies of ``state_dict``'s tensors, none sharing memory (safetensors refuses shared ones)."""
-    out: dict[str, Tensor] = {}
-    for key, value in state_dict.items():
-        if not isinstance(value, Tensor):
-            raise TypeError(f"state_dict entry {key!r} is a {type(value).__name__}, not a tensor")
-        # always a copy: never shares storage with the live model or with another entry
-        out[key] = value.detach().to("cpu", copy=True).contiguous()
-    return out
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)``, fsync the file and rename it to ``path``; remove the temp file on failure."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(
     folder: str | os.PathLike[str],
     name: str,
@@ -139,14 +102,14 @@ def save_checkpoint(
     payload = {**dict(state), "token": token, "format": FORMAT}
     pending_state = Path(str(state_path) + PENDING)
     pending_weights = Path(str(weights_path) + PENDING)
-    _atomic_write(pending_state, lambda tmp: torch.save(payload, tmp))
-    _atomic_write(pending_weights, lambda tmp: save_file(tensors, tmp, metadata={"token": token, "format": FORMAT}))
-    _fsync_dir(folder)
+    atomic_write(pending_state, lambda tmp: torch.save(payload, tmp))
+    atomic_write(pending_weights, lambda tmp: save_file(tensors, tmp, metadata={"token": token, "format": FORMAT}))
+    fsync_dir(folder)
     # Both complete: commit. A crash between the two renames leaves (pending weights,
     # new state) with matching tokens, which load_checkpoint picks.
     os.replace(pending_state, state_path)
     os.replace(pending_weights, weights_path)
-    _fsync_dir(folder)
+    fsync_dir(folder)
     logger.debug("saved checkpoint %s", weights_path.with_suffix(""))
     return weights_path, state_path
 

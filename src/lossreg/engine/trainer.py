@@ -26,7 +26,8 @@ The run folder (rank 0 writes it; see :mod:`.distributed`)::
     checkpoints/epoch_NNNN.*  every ``train.checkpoint_interval`` epochs
     plots/*.png             losses, balancer weights, learning rate (and validation AP)
     metrics.json            the final evaluation and ``train_seconds``, when training ends
-    model/                  model.safetensors + config.json (arch, model_args, label_names)
+    model/                  the trained model in the Hub layout (lossreg.save_pretrained): model.safetensors,
+                            config.json, recipe.yaml, README.md (model card); `lossreg push` publishes it
 
 Resuming (``resume=``) continues exactly: the model, optimizer, scheduler, gradient
 scaler, EMA, RNG states and the position in the epoch are restored, every epoch's
@@ -55,7 +56,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -64,7 +64,7 @@ from .._io import atomic_write_text
 from ..data import build_dataset, collate
 from ..recipe import Recipe, load_recipe
 from . import distributed as dist_utils
-from .checkpoint import _atomic_write, checkpoint_paths, load_checkpoint, save_checkpoint, tensors_for_safetensors
+from .checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
 from .ema import ModelEMA
 from .evaluate import METRIC_KEYS, evaluate
 from .plots import plot_metrics, read_metrics
@@ -652,20 +652,7 @@ class Trainer:
         return result
 
     def save_model(self, folder: str | os.PathLike[str], metrics: Mapping[str, Any] | None = None) -> Path:
-        """``model.safetensors`` (:attr:`eval_model`'s weights) and ``config.json`` (arch, model_args, label_names, recipe)."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        model = self.eval_model
-        tensors = tensors_for_safetensors(model.state_dict())
-        _atomic_write(folder / "model.safetensors", lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
-        config = {
-            "arch": self.recipe.model.arch,
-            "num_classes": getattr(model, "num_classes", None),
-            "label_names": getattr(model, "label_names", None),
-            "model_args": getattr(model, "model_args", {}),
-            "recipe": self.recipe.to_dict(),
-            "lossreg_version": __version__,
-            "metrics": {k: v for k, v in (metrics or {}).items() if k in METRIC_KEYS},
-        }
-        atomic_write_text(folder / "config.json", json.dumps(config, indent=2, default=str) + "\n")
-        return folder
+        """:attr:`eval_model` in the Hub layout (``lossreg.save_pretrained``): weights, config, recipe, card."""
+        from ..hub import save_pretrained
+
+        return save_pretrained(self.eval_model, folder, recipe=self.recipe, metrics=metrics)

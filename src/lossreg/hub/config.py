@@ -1,0 +1,274 @@
+"""``config.json`` of a published model: what rebuilds the exact detector, and its checks.
+
+The file follows timm's top-level keys (``architecture``, ``num_classes``,
+``label_names``, ``model_args``, ``pretrained_cfg``) so tools that read timm
+configs find what they expect, and adds a ``lossreg`` block::
+
+    {
+      "architecture": "atss",                 # detector registry name
+      "num_classes": 3, "label_names": ["ellipse", "rectangle", "triangle"],
+      "model_args": {...},                    # keyword arguments that rebuild the detector
+      "pretrained_cfg": {"tag": ..., "hf_hub_id": ..., "input_size": [3, 256, 256], "mean": [...], ...},
+      "lossreg": {
+        "format_version": 1, "version": "0.1.0",
+        "components": {"neck": {"name": "fpn", "params": {...}}, "head": {...},
+                       "head.cls_loss": {"name": "hcra_c", "params": {...}}, ...},
+        "backbone": {"name": "resnet18", "out_indices": [2, 3, 4], "strides": [8, 16, 32]},
+        "postprocess": {"score_thr": 0.05, "nms_thr": 0.6, ...},
+        "box_format": "xyxy", "image_range": [0, 1],
+        "metrics": {"AP": ..., ...}, "dataset": "...",
+        "files": {"model.safetensors": {"sha256": "...", "size": ...}}
+      }
+    }
+
+Only ``architecture`` and ``model_args`` rebuild the model; ``components`` is the
+same information with every default filled in, for people and the model card, and
+is what :func:`check_config` validates against the installed registries before
+anything is built.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from torch import nn
+
+from .. import __version__
+from .._registry import UnknownComponentError, component_info, get_registry
+
+__all__ = [
+    "FORMAT_VERSION",
+    "HubError",
+    "check_config",
+    "component_entries",
+    "make_config",
+]
+
+#: Version of the config layout; a file with a larger one needs a newer lossreg.
+FORMAT_VERSION = 1
+
+#: Keys of a head spec that are components of their own, and their registry kind.
+_SLOT_KINDS = {
+    "cls_loss": "loss",
+    "reg_loss": "loss",
+    "quality_loss": "loss",
+    "assigner": "assigner",
+    "balancer": "balancer",
+}
+#: Keys of ``model_args`` that are components, and their registry kind.
+_TOP_KINDS = {"neck": "neck", "head": "head", "rpn_head": "head", "roi_head": "head"}
+_POSTPROCESS = ("score_thr", "nms_thr", "pre_nms_topk", "max_dets")
+
+
+class HubError(RuntimeError):
+    """A published model that cannot be saved, found or loaded; the message says why and what to do."""
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return Version(text).release
+    except InvalidVersion:
+        raise HubError(f"config.json has an unreadable lossreg version {text!r}") from None
+
+
+def _plain(value: Any, where: str) -> Any:
+    """``value`` as JSON types (tuples become lists); refuses objects JSON cannot rebuild."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, float) and not math.isfinite(value):
+        raise HubError(f"{where} is {value}; JSON cannot hold it")
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, nn.Module):
+        raise HubError(
+            f"{where} is a {type(value).__name__} instance; a published model needs every component as a "
+            "registry name or {'name': ..., **params} dict (register it with lossreg.register_loss etc.)"
+        )
+    raise HubError(f"{where} is a {type(value).__name__}; only JSON values can be published")
+
+
+def _entry(kind: str, spec: Any, where: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``({"name", "params"}, {slot: sub-spec})``: a component with its defaults filled in."""
+    if spec is None:
+        return {"name": None, "params": {}}, {}
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    spec = _plain(spec, where)
+    name = spec.get("name")
+    if not isinstance(name, str):
+        raise HubError(f"{where} has no component name: {spec!r}")
+    try:
+        defaults = component_info(kind, name)["params"]
+    except UnknownComponentError as exc:
+        raise HubError(f"{where}: {exc.args[0] if exc.args else exc}") from None
+    params: dict[str, Any] = {}
+    for key, default in defaults.items():
+        if repr(default) == "<required>" or key in _SLOT_KINDS:
+            continue
+        params[key] = _plain(default, f"{where}.{key}") if _is_plain(default) else repr(default)
+    slots: dict[str, Any] = {}
+    for key, value in spec.items():
+        if key == "name":
+            continue
+        if key in _SLOT_KINDS and kind == "head":
+            slots[key] = value
+        else:
+            params[key] = value
+    if kind == "head":  # the head's own default components count as chosen components
+        for key in _SLOT_KINDS:
+            if key in defaults and key not in slots:
+                slots[key] = defaults[key]
+    return {"name": name, "params": params}, slots
+
+
+def _is_plain(value: Any) -> bool:
+    try:
+        _plain(value, "")
+    except HubError:
+        return False
+    return True
+
+
+def component_entries(model_args: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every component of a detector as ``{"neck": {name, params}, "head.cls_loss": {...}, ...}``.
+
+    Defaults of the registry are filled in, so the entry states the full
+    configuration even when the model was built from bare names.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for key, kind in _TOP_KINDS.items():
+        if key not in model_args or model_args[key] is None:
+            continue
+        entry, slots = _entry(kind, model_args[key], f"model_args.{key}")
+        out[key] = entry
+        for slot, sub in slots.items():
+            if sub is None:
+                continue
+            sub_entry, _ = _entry(_SLOT_KINDS[slot], sub, f"model_args.{key}.{slot}")
+            out[f"{key}.{slot}"] = sub_entry
+    return out
+
+
+def _kind_of(key: str) -> str:
+    last = key.rsplit(".", 1)[-1]
+    return _SLOT_KINDS.get(last) or _TOP_KINDS[last]
+
+
+def make_config(
+    model: nn.Module,
+    *,
+    metrics: Mapping[str, Any] | None = None,
+    pretrained_cfg: Mapping[str, Any] | None = None,
+    input_size: int | tuple[int, int] | None = None,
+    dataset: str | None = None,
+    files: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The ``config.json`` dict of ``model`` (a lossreg detector built from registry names)."""
+    arch = getattr(model, "arch", "") or ""
+    model_args = getattr(model, "model_args", None)
+    if not arch or model_args is None:
+        raise HubError(
+            f"{type(model).__name__} is not a lossreg detector (it has no arch/model_args); "
+            "build it with lossreg.create_model or a recipe"
+        )
+    model_args = _plain(dict(model_args), "model_args")
+    backbone = getattr(model, "backbone", None)
+    body_cfg = dict(getattr(getattr(backbone, "body", None), "pretrained_cfg", {}) or {})
+    if isinstance(input_size, int):
+        input_size = (input_size, input_size)
+    mean = getattr(model, "image_mean", None)
+    std = getattr(model, "image_std", None)
+    pcfg: dict[str, Any] = {
+        "architecture": arch,
+        "input_size": [3, *input_size] if input_size else None,
+        "mean": [round(float(v), 6) for v in mean.flatten()] if mean is not None else None,
+        "std": [round(float(v), 6) for v in std.flatten()] if std is not None else None,
+        "num_classes": model_args.get("num_classes"),
+        "classifier": sorted(_cls_layers(model)),
+        "license": None,
+        "hf_hub_id": None,
+        "tag": None,
+    }
+    pcfg.update(_plain(dict(pretrained_cfg or {}), "pretrained_cfg"))
+    feature_info = getattr(getattr(backbone, "body", None), "feature_info", None)
+    out_indices = list(feature_info.out_indices) if feature_info is not None else None
+    return {
+        "architecture": arch,
+        "num_classes": model_args.get("num_classes"),
+        "label_names": model_args.get("label_names"),
+        "model_args": model_args,
+        "pretrained_cfg": pcfg,
+        "lossreg": {
+            "format_version": FORMAT_VERSION,
+            "version": __version__,
+            "components": component_entries(model_args),
+            "backbone": {
+                "name": model_args.get("backbone"),
+                "out_indices": out_indices,
+                "strides": list(getattr(type(model), "backbone_strides", ())),
+                "timm_architecture": body_cfg.get("architecture"),
+            },
+            "postprocess": {k: model_args[k] for k in _POSTPROCESS if k in model_args},
+            "box_format": "xyxy",
+            "box_units": "pixels of the input image",
+            "image_range": [0, 1],
+            "metrics": _plain({k: v for k, v in (metrics or {}).items() if not isinstance(v, Mapping)}, "metrics"),
+            "per_class": _plain(dict((metrics or {}).get("per_class") or {}), "metrics.per_class"),
+            "dataset": dataset,
+            "files": _plain(dict(files or {}), "files"),
+        },
+    }
+
+
+def _cls_layers(model: nn.Module) -> list[str]:
+    from ..detectors.finetune import cls_output_layers
+
+    return list(cls_output_layers(model))
+
+
+def check_config(config: Any, source: str) -> None:
+    """Refuse, with the reason and the fix, a config this installation cannot rebuild exactly.
+
+    Checks the layout, the format and library versions, the architecture and every
+    component against the installed registries. ``source`` names the file in messages.
+    """
+    if not isinstance(config, Mapping):
+        raise HubError(f"{source}: expected a JSON object, got {type(config).__name__}")
+    for key in ("architecture", "model_args", "lossreg"):
+        if key not in config:
+            raise HubError(f"{source}: no {key!r} key; this is not a lossreg model config (saved by lossreg.save_pretrained)")
+    block = config["lossreg"]
+    if not isinstance(block, Mapping) or not isinstance(config["model_args"], Mapping):
+        raise HubError(f"{source}: 'lossreg' and 'model_args' must be JSON objects")
+    fmt = block.get("format_version")
+    if not isinstance(fmt, int) or fmt < 1:
+        raise HubError(f"{source}: bad lossreg.format_version {fmt!r}")
+    written_by = str(block.get("version", "0"))
+    if fmt > FORMAT_VERSION or _version_tuple(written_by) > _version_tuple(__version__):
+        raise HubError(
+            f"{source} was written by lossreg {written_by} (config format {fmt}), newer than the installed "
+            f"lossreg {__version__} (format {FORMAT_VERSION}); upgrade with `pip install -U lossreg`"
+        )
+    arch = config["architecture"]
+    try:
+        get_registry("detector").get(arch)
+    except UnknownComponentError as exc:
+        raise HubError(f"{source} names detector architecture {arch!r}, which this installation lacks: {exc}") from None
+    components = block.get("components") or {}
+    for key, entry in components.items():
+        name = entry.get("name") if isinstance(entry, Mapping) else None
+        if name is None:
+            continue
+        try:
+            get_registry(_kind_of(key)).get(name)
+        except (UnknownComponentError, KeyError) as exc:
+            raise HubError(
+                f"{source} uses {_kind_of(key)} {name!r} ({key}), which this installation does not have "
+                f"(written by lossreg {written_by}); install the plugin that provides it or upgrade lossreg. {exc}"
+            ) from None

@@ -1,0 +1,359 @@
+"""Loading published models: ``local-dir:PATH``, ``hf-hub:owner/repo[@rev]`` and ``model.tag``.
+
+>>> lossreg.create_model("local-dir:runs/quick/model")                       # doctest: +SKIP
+>>> lossreg.create_model("hf-hub:lossreg/atss_resnet18_fpn.synthetic")       # doctest: +SKIP
+>>> lossreg.create_model("hf-hub:owner/repo", num_classes=2, label_names=["a", "b"])  # fine-tune
+
+Every path ends in :func:`load_folder`: ``config.json`` is checked against the
+installed registries (:func:`~.config.check_config`), the weights against the
+sha256 and size ``config.json`` recorded, and their keys and shapes against the
+rebuilt detector, all before a single weight is copied, so a bad file raises
+:class:`HubError` and never leaves a half-loaded model. Weights are read from
+safetensors; a legacy ``pytorch_model.bin``/``.pth`` only with
+``torch.load(weights_only=True)``.
+
+Hub downloads go through ``huggingface_hub`` (its cache, ``HF_ENDPOINT``,
+``HF_TOKEN``, ``HF_HUB_OFFLINE``); with ``HF_HUB_OFFLINE=1`` a cached model
+loads and an uncached one fails saying it is offline and not cached.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .. import __version__
+from .._registry import get_registry
+from .config import HubError, check_config
+from .save import CONFIG_NAME, RECIPE_NAME, WEIGHTS_NAME, sha256_file
+
+__all__ = ["download_model", "load_folder", "load_model", "load_hf_hub", "load_local_dir", "load_pretrained_tag", "read_weights"]
+
+logger = logging.getLogger(__name__)
+
+#: Weight files accepted besides ``model.safetensors``, read with ``torch.load(weights_only=True)``.
+LEGACY_WEIGHTS = ("pytorch_model.bin", "model.pth")
+
+
+def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """``config.json`` parsed and checked; :class:`HubError` naming the file otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise HubError(f"no {CONFIG_NAME} in {path.parent} (a lossreg model folder is written by lossreg.save_pretrained)")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HubError(f"{path} is not valid JSON ({exc}); the download may be truncated, fetch it again") from None
+    check_config(config, str(path))
+    return config
+
+
+def read_weights(path: str | os.PathLike[str], expected: Mapping[str, Any] | None = None) -> dict[str, Tensor]:
+    """The tensors of a weight file, checked against ``expected`` ``{"sha256", "size"}`` when given.
+
+    safetensors files are read with ``safetensors``; ``.bin``/``.pth`` only with
+    ``torch.load(weights_only=True)`` (no code runs). Raises :class:`HubError`.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if expected:
+        size = path.stat().st_size
+        if "size" in expected and size != expected["size"]:
+            raise HubError(
+                f"{path} has {size} bytes but config.json says {expected['size']}: the file is truncated or "
+                "from another save; download or save it again"
+            )
+        if "sha256" in expected and sha256_file(path) != expected["sha256"]:
+            raise HubError(f"{path} does not match the sha256 in config.json: it is corrupt or from another save")
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise HubError(f"{path} is not a readable safetensors file ({exc}); it may be truncated") from None
+    logger.warning("%s: legacy weight file, read with torch.load(weights_only=True); prefer safetensors", path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds for bad or unsafe pickles
+        raise HubError(f"{path} could not be read safely with torch.load(weights_only=True): {exc}") from None
+    if isinstance(state, Mapping) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise HubError(f"{path} does not hold a flat state dict of tensors")
+    return dict(state)
+
+
+def check_state_dict(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
+    """Raise :class:`HubError` listing missing, unexpected and mis-shaped keys (nothing is loaded)."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
+    problems = []
+    for what, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
+        if items:
+            problems.append(f"{what}: {', '.join(items[:4])}{f' (+{len(items) - 4} more)' if len(items) > 4 else ''}")
+    if problems:
+        raise HubError(f"the weights in {source} do not fit the detector its config.json describes; " + "; ".join(problems))
+
+
+def _weights_file(folder: Path) -> Path:
+    for name in (WEIGHTS_NAME, *LEGACY_WEIGHTS):
+        if (folder / name).is_file():
+            return folder / name
+    raise HubError(f"no weights in {folder} (looked for {WEIGHTS_NAME}, {', '.join(LEGACY_WEIGHTS)})")
+
+
+def build_model(
+    config: Mapping[str, Any],
+    state: Mapping[str, Tensor],
+    source: str,
+    **kwargs: Any,
+) -> nn.Module:
+    """Rebuild the detector of ``config`` with ``kwargs`` overrides and load ``state`` into it.
+
+    Same classes: every key and shape must match (strict). Other ``num_classes`` or
+    ``label_names``: the fine-tuning transfer of :func:`~lossreg.detectors.finetune.transfer_state_dict`.
+    """
+    from ..detectors.finetune import transfer_state_dict
+
+    args = dict(config["model_args"])
+    src_names = config.get("label_names")
+    label_names = kwargs.pop("label_names", None)
+    num_classes = kwargs.pop("num_classes", None)
+    if label_names is not None:
+        label_names = list(label_names)
+        if num_classes is not None and num_classes != len(label_names):
+            raise ValueError(f"num_classes={num_classes} but {len(label_names)} label_names")
+        num_classes = len(label_names)
+    finetune = (num_classes is not None and num_classes != args.get("num_classes")) or (
+        label_names is not None and label_names != src_names
+    )
+    if num_classes is not None:
+        args["num_classes"] = num_classes
+        args["label_names"] = label_names if label_names is not None else (src_names if not finetune else None)
+    kwargs.pop("pretrained_backbone", None)  # the weights come from the checkpoint, never from timm
+    model = get_registry("detector").create(config["architecture"], **{**args, **kwargs})
+    swapped = [k for k in _COMPONENT_STATE if k in kwargs]
+    if swapped:  # a swapped loss or balancer starts with fresh state
+        state = _swap_component_state(model, state, swapped)
+    if finetune:
+        report = transfer_state_dict(model, state, src_names)
+        logger.info(
+            "fine-tuning from %s: copied classes %s, re-initialised %s",
+            source, report["copied_classes"] or "none", report["reinitialised"],
+        )
+    else:
+        check_state_dict(model, state, source)
+        model.load_state_dict(state, strict=True)
+    return model
+
+
+#: Module names whose buffers are training state of a component (a loss's GHM histogram,
+#: a balancer's running statistics), not weights of the network.
+_COMPONENT_STATE = ("cls_loss", "reg_loss", "quality_loss", "assigner", "balancer")
+
+
+def _swap_component_state(model: nn.Module, state: Mapping[str, Tensor], swapped: Sequence[str]) -> dict[str, Tensor]:
+    """``state`` fitted to ``model`` after components in ``swapped`` were replaced by overrides.
+
+    The replaced components' buffers are dropped and the new ones keep their
+    initial values; every network weight still has to match.
+    """
+    def owned(key: str) -> bool:
+        return any(part in swapped for part in key.split(".")[:-1])
+
+    own = model.state_dict()
+    out = {k: v for k, v in state.items() if not owned(k)}
+    out.update({k: v for k, v in own.items() if owned(k)})
+    return out
+
+
+def load_folder(folder: str | os.PathLike[str], source: str | None = None, **kwargs: Any) -> nn.Module:
+    """The detector saved in ``folder`` (``config.json`` + weights), with ``kwargs`` overrides."""
+    from ..recipe import RecipeError, load_recipe
+
+    folder = Path(folder)
+    source = source or f"local-dir:{folder}"
+    if not folder.is_dir():
+        raise HubError(f"{source}: {folder} is not a folder")
+    config = read_config(folder / CONFIG_NAME)
+    weights = _weights_file(folder)
+    expected = (config["lossreg"].get("files") or {}).get(weights.name)
+    state = read_weights(weights, expected)
+    model = build_model(config, state, source, **kwargs)
+    if (folder / RECIPE_NAME).is_file():
+        try:
+            model.recipe = load_recipe(folder / RECIPE_NAME, validate=False)
+        except RecipeError as exc:  # the weights are fine; only the record of how they were trained is bad
+            logger.warning("%s: ignoring an unreadable %s (%s)", source, RECIPE_NAME, exc)
+    model.pretrained_cfg = dict(config.get("pretrained_cfg") or {})
+    model.hub_config = config
+    return model
+
+
+def load_local_dir(parsed: Any, **kwargs: Any) -> nn.Module:
+    """``create_model("local-dir:PATH")``: a folder written by :func:`~.save.save_pretrained`."""
+    path = Path(os.path.expanduser(parsed.path if hasattr(parsed, "path") else str(parsed)))
+    if not path.exists():
+        raise HubError(f"local-dir:{path}: no such folder")
+    return load_folder(path, f"local-dir:{path}", **kwargs)
+
+
+def _hub_error(exc: Exception, repo_id: str, revision: str | None) -> HubError:
+    from huggingface_hub import constants
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    ref = f"hf-hub:{repo_id}{f'@{revision}' if revision else ''}"
+    cache = constants.HF_HUB_CACHE
+    if isinstance(exc, (LocalEntryNotFoundError, OfflineModeIsEnabled)):
+        if constants.is_offline_mode():
+            return HubError(
+                f"{ref}: HF_HUB_OFFLINE=1 (offline mode) and this model is not in the Hugging Face cache ({cache}); "
+                "download it once with network access, or unset HF_HUB_OFFLINE"
+            )
+        return HubError(
+            f"{ref}: cannot reach the Hub at {constants.ENDPOINT} and this model is not in the cache ({cache}); "
+            "check the network or HF_ENDPOINT"
+        )
+    if isinstance(exc, GatedRepoError):
+        return HubError(f"{ref}: gated repository; accept its terms on the Hub and log in (`hf auth login` or HF_TOKEN)")
+    if isinstance(exc, RepositoryNotFoundError):
+        return HubError(
+            f"{ref}: no such repository at {constants.ENDPOINT} (or it is private: log in with `hf auth login` or set HF_TOKEN)"
+        )
+    if isinstance(exc, RevisionNotFoundError):
+        return HubError(f"{ref}: revision {revision!r} not found in {repo_id}")
+    if isinstance(exc, EntryNotFoundError):
+        return HubError(f"{ref}: the repository has no {CONFIG_NAME}/{WEIGHTS_NAME}; it is not a lossreg model")
+    return HubError(f"{ref}: download failed: {exc}")
+
+
+def download_model(repo_id: str, revision: str | None = None, token: str | bool | None = None) -> Path:
+    """Download (or find in the cache) ``config.json``, the weights and ``recipe.yaml``; return the snapshot folder.
+
+    ``config.json`` is fetched and checked first, so an incompatible model fails
+    before its weights are downloaded.
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    def fetch(filename: str) -> Path:
+        return Path(
+            hf_hub_download(
+                repo_id, filename, revision=revision, token=token,
+                library_name="lossreg", library_version=__version__,
+            )
+        )
+
+    try:
+        config_path = fetch(CONFIG_NAME)
+        read_config(config_path)
+        fetch(WEIGHTS_NAME)
+    except (HfHubHTTPError, EntryNotFoundError, LocalEntryNotFoundError, OfflineModeIsEnabled, ValueError, OSError) as exc:
+        if isinstance(exc, HubError):
+            raise
+        raise _hub_error(exc, repo_id, revision) from exc
+    try:
+        fetch(RECIPE_NAME)
+    except (HfHubHTTPError, EntryNotFoundError, OSError):
+        logger.info("hf-hub:%s has no %s", repo_id, RECIPE_NAME)
+    return config_path.parent
+
+
+def load_hf_hub(parsed: Any, token: str | bool | None = None, **kwargs: Any) -> nn.Module:
+    """``create_model("hf-hub:owner/repo[@revision]")``: download (or use the cache) and load."""
+    repo_id, revision = parsed.repo_id, parsed.revision
+    folder = download_model(repo_id, revision, token)
+    ref = f"hf-hub:{repo_id}{f'@{revision}' if revision else ''}"
+    return load_folder(folder, ref, **kwargs)
+
+
+def load_pretrained_tag(pretrained_cfg: Any, arch: str | None = None, **kwargs: Any) -> nn.Module:
+    """``create_model("name.tag")`` / ``pretrained=True``: the detector of the tag's Hub repository.
+
+    The repository's ``config.json`` defines the detector (as timm's ``hf_hub_id``
+    weights define theirs); ``kwargs`` override it. The entry point's
+    architecture and backbone must be the published ones.
+    """
+    if not pretrained_cfg.hf_hub_id:
+        raise HubError(f"pretrained weights {pretrained_cfg.name!r} have no hf_hub_id; nowhere to download them from")
+    ref = f"hf-hub:{pretrained_cfg.hf_hub_id}"
+    folder = download_model(pretrained_cfg.hf_hub_id, pretrained_cfg.revision)
+    config = read_config(folder / CONFIG_NAME)
+    if arch is not None and config["architecture"] != arch:
+        raise HubError(f"{pretrained_cfg.name}: {ref} holds a {config['architecture']!r} detector, not {arch!r}")
+    backbone = kwargs.pop("backbone", None)
+    if backbone is not None and backbone != config["model_args"].get("backbone"):
+        raise HubError(
+            f"{pretrained_cfg.name}: the published weights have backbone {config['model_args'].get('backbone')!r}, "
+            f"not {backbone!r}; drop backbone= or pretrained=True"
+        )
+    model = load_folder(folder, ref, **kwargs)
+    model.pretrained_cfg = {**model.pretrained_cfg, "tag": pretrained_cfg.tag, "hf_hub_id": pretrained_cfg.hf_hub_id}
+    return model
+
+
+def load_model(spec: str | os.PathLike[str], **kwargs: Any) -> nn.Module:
+    """Any trained model a user can point at, as the ``MODEL_OR_RUN`` of ``lossreg eval``/``predict``.
+
+    - a run folder of ``lossreg train`` (its ``model/``, else its recipe and last checkpoint);
+    - a folder written by :func:`~.save.save_pretrained` (or ``local-dir:PATH``);
+    - ``hf-hub:owner/repo[@rev]`` or a pretrained ``model.tag`` (downloaded).
+
+    Raises :class:`HubError` / ``FileNotFoundError`` saying what was looked for.
+    """
+    from .._factory import create_model, parse_model_name
+
+    text = os.fspath(spec)
+    path = Path(os.path.expanduser(text))
+    if path.is_dir():
+        if (path / CONFIG_NAME).is_file():
+            return load_folder(path, **kwargs)
+        if (path / "model" / CONFIG_NAME).is_file():
+            return load_folder(path / "model", f"run {path}", **kwargs)
+        if (path / RECIPE_NAME).is_file():  # a run stopped before its final model/
+            return _load_run_checkpoint(path, **kwargs)
+        raise FileNotFoundError(
+            f"{path} is neither a run folder (recipe.yaml, model/) nor a saved model ({CONFIG_NAME} + {WEIGHTS_NAME})"
+        )
+    parsed = parse_model_name(text)
+    if parsed.source == "name" and parsed.tag is None:
+        raise FileNotFoundError(
+            f"{text!r} is not a folder, and a bare model name has no trained weights; give a run folder, "
+            "a saved model folder, hf-hub:owner/repo or a pretrained name.tag (`lossreg list pretrained`)"
+        )
+    return create_model(text, pretrained=parsed.source == "name", **kwargs)
+
+
+def _load_run_checkpoint(run: Path, **kwargs: Any) -> nn.Module:
+    from ..detectors._models import build_from_recipe
+    from ..engine.evaluate import find_weights
+    from ..recipe import load_recipe
+
+    recipe = load_recipe(run / RECIPE_NAME)
+    # the checkpoint replaces every weight: do not fetch model.weights' starting point again
+    recipe = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, weights=None))
+    model = build_from_recipe(recipe, **kwargs)
+    weights = find_weights(run)
+    state = read_weights(weights)
+    check_state_dict(model, state, str(weights))
+    model.load_state_dict(state, strict=True)
+    logger.info("%s has no final model/ yet; loaded its checkpoint %s", run, weights)
+    return model

@@ -1,0 +1,136 @@
+"""``save_pretrained``: a detector as a Hub-ready folder.
+
+>>> lossreg.save_pretrained(model, "out/atss_synthetic", metrics=metrics)   # doctest: +SKIP
+
+The folder holds ``model.safetensors`` (weights only, safetensors), ``recipe.yaml``
+(the full resolved training recipe), ``README.md`` (the model card) and
+``config.json`` (see :mod:`.config`). Every file is written atomically, and
+``config.json`` last: it records the weights' sha256, so a folder whose writing
+was interrupted between files is detected at load time instead of loading
+mismatched weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import save_file
+from torch import nn
+
+from .._io import atomic_write, atomic_write_text, fsync_dir, tensors_for_safetensors
+from .card import render_model_card
+from .config import HubError, make_config
+
+__all__ = ["CONFIG_NAME", "RECIPE_NAME", "WEIGHTS_NAME", "model_recipe", "save_pretrained", "sha256_file"]
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+RECIPE_NAME = "recipe.yaml"
+CARD_NAME = "README.md"
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def model_recipe(model: nn.Module, recipe: Any = None) -> Any:
+    """The :class:`~lossreg.Recipe` to publish with ``model``.
+
+    ``recipe`` when given, else the one the model was built from (``model.recipe``,
+    set by recipe builds and hub loads), else a recipe whose ``model`` section
+    rebuilds the detector (the training sections then keep their defaults).
+    """
+    from ..recipe import load_recipe
+
+    recipe = recipe if recipe is not None else getattr(model, "recipe", None)
+    if recipe is not None:
+        return load_recipe(recipe)
+    args = dict(getattr(model, "model_args", {}))
+    arch = getattr(model, "arch", "")
+    section: dict[str, Any] = {"arch": arch}
+    for key in ("backbone", "num_classes", "neck", "head"):
+        if args.get(key) is not None:
+            section[key] = args.pop(key)
+    post = {k: args.pop(k) for k in ("score_thr", "nms_thr", "pre_nms_topk", "max_dets") if k in args}
+    section["args"] = {k: v for k, v in args.items() if v is not None}
+    return load_recipe(
+        {"name": f"{arch}_model", "description": "The detector's configuration (not trained from a recipe).",
+         "model": section, "eval": post},
+        validate=False,
+    )
+
+
+def _dataset_name(recipe: Any) -> str | None:
+    data = recipe.data.val or recipe.data.train
+    if data.format == "synthetic":
+        return "lossreg-synthetic-shapes"
+    if data.root:
+        return Path(str(data.root)).name or None
+    return None
+
+
+def save_pretrained(
+    model: nn.Module,
+    save_directory: str | os.PathLike[str],
+    *,
+    recipe: Any = None,
+    metrics: Mapping[str, Any] | None = None,
+    license: str | None = None,
+    dataset: str | None = None,
+    model_ref: str | None = None,
+    pretrained_cfg: Mapping[str, Any] | None = None,
+    description: str | None = None,
+) -> Path:
+    """Write ``model`` to ``save_directory`` in the Hub layout; returns the folder.
+
+    Args:
+        model: a lossreg detector (built by ``create_model`` or a recipe; components by name).
+        recipe: the training recipe [the model's own, else one rebuilt from ``model_args``].
+        metrics: evaluation results (``AP``, ``AP50``, ... in 0-1, ``per_class``) for
+            ``config.json`` and the card's ``model-index``.
+        license: the card's license [apache-2.0]. dataset: the card's dataset [from the recipe].
+        model_ref: how users load it, for the card's snippets [``local-dir:<folder>``;
+            :func:`push_to_hub` passes ``hf-hub:<repo_id>``].
+        pretrained_cfg: extra ``pretrained_cfg`` keys (``tag``, ``hf_hub_id``, ``license``, ...).
+        description: the card's first paragraph.
+
+    Raises :class:`HubError` when the model cannot be published faithfully (a
+    component given as an instance rather than a registry name, non-finite weights).
+    """
+    folder = Path(save_directory)
+    trained = recipe is not None or getattr(model, "recipe", None) is not None
+    recipe = model_recipe(model, recipe)
+    dataset = dataset or (_dataset_name(recipe) if trained else None)
+    state = model.state_dict()
+    tensors = tensors_for_safetensors(state)
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+    if bad:
+        raise HubError(f"refusing to publish non-finite weights: {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}")
+    image_size = recipe.data.image_size
+    input_size = None
+    if trained:
+        input_size = (image_size, image_size) if isinstance(image_size, int) else (max(image_size),) * 2
+    pcfg = {"license": license or "apache-2.0", **dict(pretrained_cfg or {})}
+    # the config is built (and validated) before anything is written
+    make_config(model, metrics=metrics, pretrained_cfg=pcfg, input_size=input_size, dataset=dataset)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    files = {WEIGHTS_NAME: {"sha256": sha256_file(folder / WEIGHTS_NAME), "size": (folder / WEIGHTS_NAME).stat().st_size}}
+    config = make_config(model, metrics=metrics, pretrained_cfg=pcfg, input_size=input_size, dataset=dataset, files=files)
+    recipe_yaml = recipe.to_yaml()
+    atomic_write_text(folder / RECIPE_NAME, recipe_yaml)
+    ref = model_ref or f"local-dir:{folder}"
+    card = render_model_card(config, recipe_yaml, ref, license=license, description=description or recipe.description)
+    atomic_write_text(folder / CARD_NAME, card)
+    atomic_write_text(folder / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
+    fsync_dir(folder)
+    return folder
