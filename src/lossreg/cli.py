@@ -3,8 +3,10 @@
 Subcommands: ``list`` (components, models, pretrained weights, recipes),
 ``info`` (one component's parameters, paper and documentation, or a recipe),
 ``check`` (validate a recipe with ``--set`` overrides and print it resolved),
-``train`` (train a recipe's detector into a run folder; see :mod:`lossreg.engine`)
-and ``eval`` (COCO metrics of trained weights on a recipe's validation split).
+``train`` (train a recipe's detector into a run folder; see :mod:`lossreg.engine`),
+``eval`` (COCO metrics, precision-recall curves and the score-IoU plot of a trained
+model on a COCO JSON, a VOC folder or its recipe's validation split) and ``predict``
+(detections on image files, drawn and as JSON).
 """
 
 from __future__ import annotations
@@ -188,22 +190,188 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from ._io import atomic_write_text
-    from .engine.evaluate import evaluate_recipe
+def _stamp() -> str:
+    import datetime
 
-    recipe = load_recipe(args.recipe, overrides=args.set or ())
+    return datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def _is_run_folder(path: Any) -> bool:
+    from pathlib import Path
+
+    p = Path(path)
+    return p.is_dir() and (p / "recipe.yaml").is_file() and ((p / "model").is_dir() or (p / "checkpoints").is_dir())
+
+
+def _load_for_eval(spec: str, weights: str | None, overrides: Sequence[str]) -> Any:
+    """The model ``lossreg eval``/``predict`` runs: ``load_model(spec)``, or with ``--weights``
+    the detector of the recipe ``spec`` (a run folder means its recipe.yaml) with those weights."""
+    from pathlib import Path
+
+    from .hub import HubError
+    from .hub.load import load_model
+
     try:
-        metrics = evaluate_recipe(recipe, args.weights, device=args.device, batch_size=args.batch_size,
-                                  progress=sys.stderr.isatty())
+        if weights is None:
+            model = load_model(spec)
+            if overrides and getattr(model, "recipe", None) is not None:
+                model.recipe = load_recipe(model.recipe, overrides=overrides, validate=False)
+            return model
+        from safetensors.torch import load_file
+
+        from .data import read_dataset
+        from .detectors._models import build_from_recipe
+        from .engine.evaluate import find_weights
+
+        source = Path(spec) / "recipe.yaml" if Path(spec).is_dir() else spec
+        recipe = load_recipe(source, overrides=overrides)
+        path = find_weights(weights)
+        class_names = read_dataset(recipe.data.train).class_names
+        model = build_from_recipe(recipe, num_classes=recipe.model.num_classes or len(class_names),
+                                  label_names=list(class_names))
+        try:
+            model.load_state_dict(load_file(str(path)))
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()
+            raise CliError(f"{path} does not fit the recipe's model: {' '.join(first[:2])}") from None
+        return model
+    except (HubError, FileNotFoundError) as exc:
+        message = str(exc)
+        if weights is None and "bare model name" in message:
+            try:
+                find_recipe(spec)
+                message += f"; {spec!r} is a recipe: evaluate weights trained from it with --weights PATH"
+            except RecipeError:
+                pass
+        raise CliError(message) from None
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .data import DetectionDataset, build_transforms
+    from .engine.evaluate import METRIC_KEYS, evaluate_to_folder, match_labels, model_image_size, open_eval_data
+    from .engine.trainer import resolve_device
+
+    model = _load_for_eval(args.model, args.weights, args.set or ())
+    recipe = getattr(model, "recipe", None)
+    try:
+        found = open_eval_data(args.data, ann_file=args.ann, images=args.images, split=args.split, recipe=recipe,
+                               class_names=getattr(model, "label_names", None))
     except FileNotFoundError as exc:
         raise CliError(str(exc)) from None
-    text = json.dumps(metrics, indent=2)
+    label_map = match_labels(getattr(model, "label_names", None), model.num_classes, found.data.class_names)
+    image_size = args.image_size or model_image_size(model)
+    if image_size is None:
+        raise CliError("the model does not say which image size it was trained at; give --image-size N")
     if args.output:
-        atomic_write_text(args.output, text + "\n")
-    print(text)
+        out = Path(args.output)
+    elif _is_run_folder(args.model):
+        out = Path(args.model) / f"eval-{found.name}"
+    else:
+        out = Path(f"eval-{_stamp()}")
+    ev = getattr(recipe, "eval", None)
+    device = resolve_device(args.device)
+    logging.getLogger("lossreg.eval").info(
+        "evaluating %s on %d images of %s at image size %s (%s)", args.model, len(found.data), found.name, image_size, device
+    )
+    dataset = DetectionDataset(found.data, build_transforms((), image_size, train=False))
+    try:
+        metrics = evaluate_to_folder(
+            model.to(device),
+            dataset,
+            out,
+            batch_size=args.batch_size or (ev.batch_size if ev is not None else 8),
+            device=device,
+            ann_file=found.ann_file,
+            label_map=label_map,
+            max_dets=ev.max_dets if ev is not None else 100,
+            score_thr=args.score_thr,
+            progress=sys.stderr.isatty(),
+            extra={"model": str(args.model), "data": found.name,
+                   "image_size": image_size if isinstance(image_size, int) else list(image_size)},
+        )
+    except FileNotFoundError as exc:
+        raise CliError(str(exc)) from None
+    print(f"{found.name}: {metrics['num_images']} images, {metrics['num_detections']} detections")
+    for key in METRIC_KEYS:
+        print(f"  {key:<6} {_fmt(metrics[key])}")
+    width = max((len(n) for n in metrics["per_class"]), default=0)
+    print("  per class AP:")
+    for name, value in metrics["per_class"].items():
+        print(f"    {name:<{width}}  {_fmt(value)}")
+    print(f"score-IoU consistency of {metrics['score_iou_pairs']} detections with score >= {args.score_thr:g}: "
+          f"Pearson r = {_fmt(metrics['score_iou_correlation'])}, Spearman rho = {_fmt(metrics['score_iou_spearman'])}")
+    print(f"wrote {out}/: metrics.json, detections.json, pr_curve.png, score_iou.png")
     return 0
 
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .engine.evaluate import model_image_size
+    from .engine.predict import expand_images, write_predictions
+    from .engine.trainer import resolve_device
+
+    try:
+        paths = expand_images(args.images)
+    except FileNotFoundError as exc:
+        raise CliError(str(exc)) from None
+    model = _load_for_eval(args.model, None, ())
+    image_size = args.image_size or model_image_size(model)
+    if image_size is None:
+        raise CliError("the model does not say which image size it was trained at; give --image-size N")
+    device = resolve_device(args.device)
+    try:
+        records = write_predictions(model.to(device), paths, args.out, image_size, score_thr=args.score_thr,
+                                    device=device, batch_size=args.batch_size, progress=sys.stderr.isatty())
+    except FileNotFoundError as exc:
+        raise CliError(str(exc)) from None
+    total = sum(len(r["detections"]) for r in records)
+    print(f"{len(records)} images, {total} detections with score >= {args.score_thr:g}; "
+          f"wrote {args.out}/predictions.json and one .jpg per image")
+    return 0
+
+
+_EVAL_DESCRIPTION = """Evaluate a trained detector with pycocotools and write what it found.
+
+MODEL_OR_RUN is a run folder of `lossreg train`, a saved model folder (config.json +
+model.safetensors, or local-dir:PATH), hf-hub:owner/repo[@rev] or a pretrained name.tag.
+The data is --data (a COCO JSON file or a Pascal VOC folder), else the model's recipe's
+data.val split. The model's classes are matched to the dataset's by name (a model without
+class names needs as many classes as the dataset).
+
+The output folder (--output, default <run>/eval-<dataset> for a run folder, else
+eval-<time>) receives:
+  metrics.json     AP, AP50, AP75, APs, APm, APl (0-1, null where COCO leaves them
+                   undefined), per_class, score_iou_correlation (Pearson r),
+                   score_iou_spearman, score_iou_pairs, num_images, num_detections
+  detections.json  the detections in COCO results format, on the original images
+  pr_curve.png     precision-recall at IoU 0.5 and 0.75, per class and all classes
+                   (COCOeval's precision array)
+  score_iou.png    each detection's score against its IoU with the best ground truth
+                   of its class (HCRAL figure 3a): do scores agree with localisation?
+
+The old form RECIPE --weights PATH still works: the recipe's detector (a run folder
+means its recipe.yaml) with the weights of PATH (a run folder, a checkpoint or a
+.safetensors file)."""
+
+_EVAL_EPILOG = """examples:
+  lossreg eval runs/quick                                 the run's val split -> runs/quick/eval-val/
+  lossreg eval runs/quick --data data/val/annotations.json --images data/val/images
+  lossreg eval runs/quick --data VOCdevkit/VOC2007 --split test --image-size 512
+  lossreg eval hf-hub:owner/repo --data instances_val2017.json --output eval-coco
+  lossreg eval runs/quick --weights runs/quick/checkpoints/epoch_0003
+  lossreg eval quickstart --weights runs/quick            a recipe with trained weights
+"""
+
+_PREDICT_EPILOG = """examples:
+  lossreg predict runs/quick photos/ --out preds
+  lossreg predict runs/quick 'shots/*.png' one.jpg --out preds --score-thr 0.5
+  lossreg predict hf-hub:owner/repo street.jpg --out preds --image-size 640 --device cuda
+"""
 
 _EPILOG = """examples:
   lossreg list                      every kind with its names
@@ -211,7 +379,8 @@ _EPILOG = """examples:
   lossreg info loss hcra_c          parameters, paper and documentation
   lossreg check atss_r50_hcral_eatss --set model.cls_loss=focal --set train.epochs=24
   lossreg train quickstart --output runs/quick       train, evaluate, write metrics.json
-  lossreg eval quickstart --weights runs/quick       COCO metrics of trained weights
+  lossreg eval runs/quick                            COCO metrics, PR curves, score-IoU plot
+  lossreg predict runs/quick photos/ --out preds     detections drawn on images
 """
 
 
@@ -292,23 +461,53 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "eval",
-        help="COCO metrics (AP, AP50, AP75, APs, APm, APl, per class) of trained weights",
-        description="Evaluate trained weights of a recipe's detector on the recipe's data.val split with "
-        "pycocotools and print the metrics as JSON (values in 0-1; null where COCO leaves them undefined).",
-        epilog="examples:\n  lossreg eval quickstart --weights runs/quick\n"
-        "  lossreg eval quickstart --weights runs/quick/checkpoints/epoch_0003 --output val.json\n",
+        help="COCO metrics, precision-recall curves and the score-IoU plot of a trained model",
+        description=_EVAL_DESCRIPTION,
+        epilog=_EVAL_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("recipe", help="recipe name or path to a .yaml file (a run's recipe.yaml works)")
-    p.add_argument(
-        "--weights", "-w", required=True, metavar="PATH",
-        help="a run folder (its model/, else its last checkpoint), a checkpoint or a .safetensors file",
-    )
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe field (repeatable)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto [train.device]")
-    p.add_argument("--batch-size", type=int, help="images per batch [eval.batch_size]")
-    p.add_argument("--output", "-o", metavar="FILE", help="also write the metrics to this JSON file")
+    p.add_argument("model", metavar="MODEL_OR_RUN",
+                   help="run folder, saved model folder, local-dir:PATH, hf-hub:owner/repo or name.tag "
+                   "(with --weights: a recipe name, .yaml file or run folder)")
+    p.add_argument("--data", metavar="PATH",
+                   help="a COCO JSON file, a VOC folder (Annotations/, JPEGImages/, ImageSets/Main/), or with "
+                   "--ann the COCO images folder [the recipe's data.val]")
+    p.add_argument("--ann", metavar="FILE", help="COCO JSON annotations (images in --data or --images)")
+    p.add_argument("--images", metavar="DIR",
+                   help="COCO images folder [the JSON's folder, or images/ next to it]")
+    p.add_argument("--split", help="VOC split in ImageSets/Main [val, else test, else every XML]")
+    p.add_argument("--output", "-o", metavar="DIR", help="output folder [<run>/eval-<dataset>, else eval-<time>]")
+    p.add_argument("--image-size", type=int, metavar="N", help="input size (longer side) [the recipe's data.image_size]")
+    p.add_argument("--batch-size", type=int, metavar="N", help="images per batch [the recipe's eval.batch_size, else 8]")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto [auto]")
+    p.add_argument("--score-thr", type=float, default=0.05, metavar="T",
+                   help="detections in the score-IoU plot and correlation score at least T [0.05]")
+    p.add_argument("--weights", "-w", metavar="PATH",
+                   help="evaluate these weights (run folder, checkpoint or .safetensors) with the detector of the "
+                   "recipe MODEL_OR_RUN")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a field of the model's recipe, e.g. data.val.split=test (repeatable)")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "predict",
+        help="detect objects in image files: predictions.json and the images with boxes drawn",
+        description="Run a trained detector on image files, folders (their .jpg/.jpeg/.png files) or glob "
+        "patterns. Images are resized as in evaluation and the boxes mapped back to the original pixels. "
+        "DIR receives predictions.json (per image: file, width, height, detections with box [x1, y1, x2, y2], "
+        "score, label and label_name) and <stem>.jpg with the boxes and 'label score' drawn.",
+        epilog=_PREDICT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", metavar="MODEL",
+                   help="run folder, saved model folder, local-dir:PATH, hf-hub:owner/repo or name.tag")
+    p.add_argument("images", nargs="+", metavar="IMAGES", help="image files, folders or glob patterns (quoted)")
+    p.add_argument("--out", "--output", "-o", dest="out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--score-thr", type=float, default=0.3, metavar="T", help="keep detections scoring at least T [0.3]")
+    p.add_argument("--image-size", type=int, metavar="N", help="input size (longer side) [the recipe's data.image_size]")
+    p.add_argument("--batch-size", type=int, default=4, metavar="N", help="images per batch [4]")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto [auto]")
+    p.set_defaults(func=cmd_predict)
     return parser
 
 

@@ -132,6 +132,7 @@ class DatasetCfg:
     ``format``: ``coco`` (``ann_file`` JSON + ``root`` image folder), ``voc``
     (``root`` with Annotations/JPEGImages/ImageSets, ``split`` file stem) or
     ``synthetic`` (the generated quick-start set; ``params`` go to the generator).
+    ``max_images`` keeps the split's first N images (smoke runs, tests).
     """
 
     format: Literal["coco", "voc", "synthetic"] = "synthetic"
@@ -139,6 +140,7 @@ class DatasetCfg:
     ann_file: str | None = None
     split: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
+    max_images: int | None = None
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ Endpoint                                                   Client calls that use
 ``POST   /api/repos/create``                               ``create_repo`` (409 when it exists: exist_ok)
 ``DELETE /api/repos/delete``                               ``delete_repo``
 ``GET    /api/whoami-v2``                                  ``whoami``
+``POST   /api/validate-yaml``                              ``upload_folder`` of a ``README.md`` (card metadata)
 ``GET    /api/{type}s/{repo}[/revision/{rev}]``            ``model_info``/``repo_info``/``snapshot_download``
 ``GET    /api/{type}s/{repo}/tree/{rev}[/{path}]``         ``list_repo_tree``/``list_repo_files``/snapshots
 ``POST   /api/{type}s/{repo}/paths-info/{rev}``            ``get_paths_info``
@@ -609,6 +610,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._route_delete_repo()
             if seg[1:2] == ["whoami-v2"] and method in ("GET", "HEAD"):
                 return self._route_whoami()
+            if seg[1:2] == ["validate-yaml"] and method == "POST":
+                return self._route_validate_yaml()
             if len(seg) >= 4 and seg[1] in _API_TYPES:
                 repo_type = _API_TYPES[seg[1]]
                 repo_id = f"{seg[2]}/{seg[3]}"
@@ -706,6 +709,36 @@ class _Handler(BaseHTTPRequestHandler):
             self.hub._repo(repo_type, repo_id)
             del self.hub._repos[(repo_type, repo_id)]
         self._send_json({})
+
+    def _route_validate_yaml(self) -> None:
+        """``upload_folder`` with a ``README.md``: the Hub checks the card's YAML metadata before the commit.
+
+        Front matter that is not a YAML mapping, or a ``model-index`` the client's own parser cannot
+        turn into eval results, is a 400 with ``errors`` (the client raises ``ValueError``).
+        """
+        import yaml
+        from huggingface_hub.repocard_data import model_index_to_eval_results
+
+        content = str(self._json_body().get("content") or "")
+        errors: list[dict[str, str]] = []
+        match = re.match(r"^---\s*\n(.*?)\n---\s*\n", content, re.S)
+        meta: Any = {}
+        if match:
+            try:
+                meta = yaml.safe_load(match.group(1)) or {}
+            except yaml.YAMLError as exc:
+                errors.append({"message": f"invalid YAML: {exc}"})
+            if not errors and not isinstance(meta, dict):
+                errors.append({"message": "metadata must be a YAML mapping"})
+            elif not errors and "model-index" in meta:
+                try:
+                    model_index_to_eval_results(meta["model-index"])
+                except Exception as exc:  # the client's parser raises whatever the bad structure causes
+                    errors.append({"message": f"model-index: {exc!r}"})
+        warnings = [] if match else [{"message": "empty or missing yaml metadata in repo card"}]
+        if errors:
+            raise HubError(400, "Invalid metadata", "BadRequest", extra={"errors": errors, "warnings": warnings})
+        self._send_json({"errors": [], "warnings": warnings})
 
     def _route_whoami(self) -> None:
         """``whoami``: the user behind the valid token; 401 for any other token."""

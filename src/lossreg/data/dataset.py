@@ -116,6 +116,7 @@ def read_dataset(dataset_cfg: Any, class_names: Sequence[str] | None = None) -> 
     ``read_synthetic(root, **params)`` with ``params.split`` defaulting to ``split`` or
     ``"train"`` (``root``: the cache folder, default ``~/.cache/lossreg/synthetic``).
     ``class_names`` fixes the label order (VOC; give the training set's for validation).
+    ``max_images`` keeps the first N records (in the file's order).
 
     Raises ``ValueError`` for a missing path or unknown format and ``TypeError`` for a
     parameter the reader does not take, plus the readers' own errors.
@@ -140,6 +141,11 @@ def read_dataset(dataset_cfg: Any, class_names: Sequence[str] | None = None) -> 
         data = read_synthetic(dataset_cfg.root, **params)
     else:
         raise ValueError(f"unknown dataset format {fmt!r}; expected 'coco', 'voc' or 'synthetic'")
+    limit = getattr(dataset_cfg, "max_images", None)
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"max_images must be a positive integer, got {limit!r}")
+        data.records = data.records[:limit]
     return data
 
 

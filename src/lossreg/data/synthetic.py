@@ -9,7 +9,7 @@ and the tests' fixture::
     ds = read_coco(ann_file, image_dir)          # or read_synthetic(...)
 
 Each image holds 1-8 objects of the classes in :data:`CLASS_NAMES`, with longer sides from
-8 px to half the image (log-uniform) and aspect ratios up to 3:1 either way, overlapping
+``min_size`` (8 px) to half the image (log-uniform) and aspect ratios up to 3:1 either way, overlapping
 (an object may cover at most 40% of an earlier one), over a gradient background with
 clutter that is never an object: blurred blobs, thin lines, specks smaller than any
 object, and Gaussian noise. Boxes are the tight extent of each drawn shape.
@@ -44,7 +44,8 @@ CLASS_NAMES = ("ellipse", "rectangle", "triangle", "cross")
 GENERATOR_VERSION = 1
 CACHE_ENV = "LOSSREG_CACHE"
 _MARKER = "COMPLETE"
-_MIN_SIDE = 8  # the smallest object's longer side, in pixels
+_MIN_SIDE = 8  # the smallest object's longer side, in pixels (default)
+_MAX_OBJECTS = 8  # objects per image at most (default)
 _MAX_COVER = 0.4  # a new object may cover at most this fraction of an earlier one's box
 
 
@@ -54,16 +55,25 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "lossreg"
 
 
-def _check_args(split: str, num_images: int, image_size: int, seed: int) -> None:
+def _check_args(split: str, num_images: int, image_size: int, seed: int, min_size: int = 8, max_objects: int = 8) -> None:
     if not isinstance(split, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", split):
         raise ValueError(f"split must be a non-empty name of letters, digits, '_', '-', '.', got {split!r}")
-    for name, value, low in (("num_images", num_images, 1), ("image_size", image_size, 32), ("seed", seed, 0)):
+    checks = (("num_images", num_images, 1), ("image_size", image_size, 32), ("seed", seed, 0),
+              ("min_size", min_size, 4), ("max_objects", max_objects, 1))
+    for name, value, low in checks:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if min_size > image_size // 2:
+        raise ValueError(f"min_size={min_size} must be at most half of image_size={image_size}")
 
 
-def _folder_name(split: str, num_images: int, image_size: int, seed: int) -> str:
+def _folder_name(split: str, num_images: int, image_size: int, seed: int, min_size: int, max_objects: int) -> str:
     params = {"v": GENERATOR_VERSION, "split": split, "n": num_images, "size": image_size, "seed": seed}
+    # only non-default values enter the name, so sets generated before these options keep their folders
+    if min_size != _MIN_SIDE:
+        params["min_size"] = min_size
+    if max_objects != _MAX_OBJECTS:
+        params["max_objects"] = max_objects
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
     return f"{split}-{num_images}x{image_size}-seed{seed}-{digest}"
 
@@ -136,15 +146,17 @@ def _cover(box: list[float], other: list[float]) -> float:
     return max(iw, 0) * max(ih, 0) / area if area > 0 else 1.0
 
 
-def _draw_image(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[tuple[int, list[float], int]]]:
+def _draw_image(
+    rng: np.random.Generator, size: int, min_size: int = _MIN_SIDE, max_objects: int = _MAX_OBJECTS
+) -> tuple[np.ndarray, list[tuple[int, list[float], int]]]:
     """One image ``uint8 [size, size, 3]`` and its objects ``(class, xyxy box, pixel area)``."""
     img = _background(rng, size)
     pixels = np.asarray(img)
     objects: list[tuple[int, list[float], int]] = []
-    for _ in range(int(rng.integers(1, 9))):
+    for _ in range(int(rng.integers(1, max_objects + 1))):
         cls = int(rng.integers(len(CLASS_NAMES)))
-        long_side = float(np.exp(rng.uniform(np.log(_MIN_SIDE), np.log(size / 2))))
-        short_side = max(4.0, long_side / float(np.exp(rng.uniform(0, np.log(3)))))
+        long_side = float(np.exp(rng.uniform(np.log(min_size), np.log(size / 2))))
+        short_side = max(min_size / 2, long_side / float(np.exp(rng.uniform(0, np.log(3)))))
         w, h = (long_side, short_side) if rng.uniform() < 0.5 else (short_side, long_side)
         for _attempt in range(20):
             x0 = float(rng.uniform(0, size - w))
@@ -172,14 +184,14 @@ def _draw_image(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[t
     return np.clip(np.rint(noisy), 0, 255).astype(np.uint8), objects
 
 
-def _generate(folder: Path, split: str, num_images: int, image_size: int, seed: int) -> None:
+def _generate(folder: Path, split: str, num_images: int, image_size: int, seed: int, min_size: int, max_objects: int) -> None:
     image_dir = folder / "images"
     image_dir.mkdir(parents=True)
     split_code = zlib.crc32(split.encode())
     images, annotations = [], []
     for i in range(num_images):
         rng = np.random.default_rng([seed, split_code, i])
-        pixels, objects = _draw_image(rng, image_size)
+        pixels, objects = _draw_image(rng, image_size, min_size, max_objects)
         file_name = f"{i:06d}.png"
         Image.fromarray(pixels).save(image_dir / file_name, format="PNG", compress_level=1)
         images.append({"id": i + 1, "file_name": file_name, "width": image_size, "height": image_size})
@@ -202,6 +214,8 @@ def _generate(folder: Path, split: str, num_images: int, image_size: int, seed: 
             "num_images": num_images,
             "image_size": image_size,
             "seed": seed,
+            "min_size": min_size,
+            "max_objects": max_objects,
         },
         "images": images,
         "annotations": annotations,
@@ -217,6 +231,8 @@ def make_synthetic(
     num_images: int = 200,
     image_size: int = 256,
     seed: int = 0,
+    min_size: int = _MIN_SIDE,
+    max_objects: int = _MAX_OBJECTS,
 ) -> tuple[Path, Path]:
     """Generate (or re-use) the synthetic set; returns ``(ann_file, image_dir)``.
 
@@ -227,18 +243,21 @@ def make_synthetic(
         num_images: images to draw (image ``i`` depends only on ``seed``, ``split``, ``i``).
         image_size: square image side in pixels (>= 32).
         seed: random seed (>= 0).
+        min_size: the smallest object's longer side in pixels (>= 4, at most half the image);
+            short sides are at least half of it.
+        max_objects: objects per image are drawn uniformly from 1..max_objects.
 
     Raises ``ValueError`` on bad arguments. 200 images of 256 px take a few seconds.
     """
-    _check_args(split, num_images, image_size, seed)
-    num_images, image_size, seed = int(num_images), int(image_size), int(seed)
+    _check_args(split, num_images, image_size, seed, min_size, max_objects)
+    num_images, image_size, seed, min_size, max_objects = map(int, (num_images, image_size, seed, min_size, max_objects))
     base = Path(root).expanduser() if root is not None else cache_dir() / "synthetic"
-    final = base / _folder_name(split, num_images, image_size, seed)
+    final = base / _folder_name(split, num_images, image_size, seed, min_size, max_objects)
     if not (final / _MARKER).is_file():
         base.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=base))
         try:
-            _generate(tmp, split, num_images, image_size, seed)
+            _generate(tmp, split, num_images, image_size, seed, min_size, max_objects)
             if final.exists() and not (final / _MARKER).is_file():
                 shutil.rmtree(final)  # a leftover without its marker: incomplete
             try:

@@ -152,12 +152,15 @@ def run_cocoeval(
     if image_ids is not None:
         ev.params.imgIds = sorted(int(i) for i in image_ids)
     ev.params.catIds = sorted(int(c) for c in category_ids)
-    if max_dets != 100:
-        ev.params.maxDets = [1, 10, int(max_dets)]
+    if max_dets != 100:  # COCOeval sorts maxDets; the largest is the limit (below 10 the middle one repeats it)
+        ev.params.maxDets = [1, min(10, int(max_dets)), int(max_dets)]
     with _quiet():
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
+    if 100 not in ev.params.maxDets:  # pycocotools' stats[0] hard-codes maxDets=100: -1 for any other limit
+        p = ev.eval["precision"][:, :, :, 0, -1]
+        ev.stats[0] = float(np.mean(p[p > -1])) if (p > -1).any() else -1.0
     return ev
 
 

@@ -252,7 +252,7 @@ def download_model(repo_id: str, revision: str | None = None, token: str | bool 
     before its weights are downloaded.
     """
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
 
     def fetch(filename: str) -> Path:
         return Path(
@@ -266,9 +266,9 @@ def download_model(repo_id: str, revision: str | None = None, token: str | bool 
         config_path = fetch(CONFIG_NAME)
         read_config(config_path)
         fetch(WEIGHTS_NAME)
-    except (HfHubHTTPError, EntryNotFoundError, LocalEntryNotFoundError, OfflineModeIsEnabled, ValueError, OSError) as exc:
-        if isinstance(exc, HubError):
-            raise
+    except HubError:
+        raise
+    except Exception as exc:  # the client's own errors, and its HTTP library's (a dropped connection)
         raise _hub_error(exc, repo_id, revision) from exc
     try:
         fetch(RECIPE_NAME)
