@@ -21,6 +21,7 @@ from typing import Any
 from . import __version__
 from ._factory import list_models, list_pretrained
 from ._registry import KINDS, REQUIRED, UnknownComponentError, component_info, list_components
+from .hub import HubError
 from .recipe import RecipeError, find_recipe, list_recipes, load_recipe
 
 _EXTRA_KINDS = ("model", "pretrained", "recipe")
@@ -211,6 +212,8 @@ def _load_for_eval(spec: str, weights: str | None, overrides: Sequence[str]) -> 
     from .hub import HubError
     from .hub.load import load_model
 
+    if spec.startswith(("/", "./", "../", "~")) and not Path(spec).expanduser().exists():
+        raise CliError(f"{spec}: no such run or model folder")
     try:
         if weights is None:
             model = load_model(spec)
@@ -234,6 +237,7 @@ def _load_for_eval(spec: str, weights: str | None, overrides: Sequence[str]) -> 
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()
             raise CliError(f"{path} does not fit the recipe's model: {' '.join(first[:2])}") from None
+        model.weights_path = path
         return model
     except (HubError, FileNotFoundError) as exc:
         message = str(exc)
@@ -270,8 +274,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise CliError("the model does not say which image size it was trained at; give --image-size N")
     if args.output:
         out = Path(args.output)
-    elif _is_run_folder(args.model):
-        out = Path(args.model) / f"eval-{found.name}"
+    elif _is_run_folder(args.model):  # with --weights, a checkpoint's own folder: eval-val-epoch_0003
+        tag = f"-{model.weights_path.stem}" if args.weights else ""
+        out = Path(args.model) / f"eval-{found.name}{tag}"
     else:
         out = Path(f"eval-{_stamp()}")
     ev = getattr(recipe, "eval", None)
@@ -343,8 +348,8 @@ The data is --data (a COCO JSON file or a Pascal VOC folder), else the model's r
 data.val split. The model's classes are matched to the dataset's by name (a model without
 class names needs as many classes as the dataset).
 
-The output folder (--output, default <run>/eval-<dataset> for a run folder, else
-eval-<time>) receives:
+The output folder (--output, default <run>/eval-<dataset> for a run folder, with
+--weights <run>/eval-<dataset>-<weights file stem>, else eval-<time>) receives:
   metrics.json     AP, AP50, AP75, APs, APm, APl (0-1, null where COCO leaves them
                    undefined), per_class, score_iou_correlation (Pearson r),
                    score_iou_spearman, score_iou_pairs, num_images, num_detections
@@ -367,11 +372,49 @@ _EVAL_EPILOG = """examples:
   lossreg eval quickstart --weights runs/quick            a recipe with trained weights
 """
 
+_PREDICT_DESCRIPTION = """Run a trained detector on image files, folders (their .jpg/.jpeg/.png files) or glob
+patterns. MODEL is a run folder, a saved model folder, local-dir:PATH, hf-hub:owner/repo or
+a pretrained name.tag. Images are resized as in evaluation (the recipe's data.image_size,
+or --image-size) and the boxes mapped back to the original pixels.
+
+DIR receives:
+  predictions.json  per image: file, width, height, output (its drawn image) and
+                    detections, best first: box [x1, y1, x2, y2] px, score, label, label_name
+  <stem>.jpg        the image with each box and 'label_name score' drawn"""
+
 _PREDICT_EPILOG = """examples:
   lossreg predict runs/quick photos/ --out preds
   lossreg predict runs/quick 'shots/*.png' one.jpg --out preds --score-thr 0.5
   lossreg predict hf-hub:owner/repo street.jpg --out preds --image-size 640 --device cuda
 """
+
+_PUSH_DESCRIPTION = """Publish a trained model to the Hugging Face Hub in one commit (create_repo(exist_ok=True) +
+upload_folder): model.safetensors, config.json, recipe.yaml and the model card README.md, with the
+card's usage snippets pointing at hf-hub:REPO_ID. RUN_DIR is a run folder of `lossreg train`
+(its model/) or a folder written by lossreg.save_pretrained. The folder is checked first: its
+config must load and its weights must match the recorded sha256.
+
+The token comes from --token, HF_TOKEN or `hf auth login`; HF_ENDPOINT or --endpoint selects
+another Hub server."""
+
+_PUSH_EPILOG = """examples:
+  lossreg push runs/quick me/atss-shapes
+  lossreg push runs/bccd me/atss-bccd --private --revision v1 --message "8 epochs at 256 px"
+  create_model("hf-hub:me/atss-shapes")              loading it back, in Python
+"""
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from .hub import push_folder
+
+    info = push_folder(
+        args.folder, args.repo_id, token=args.token, private=args.private, revision=args.revision,
+        commit_message=args.message, endpoint=args.endpoint,
+    )
+    print(f"published {args.folder} -> {info.commit_url}")
+    print(f'load it with lossreg.create_model("hf-hub:{args.repo_id}{"@" + args.revision if args.revision else ""}")')
+    return 0
+
 
 _EPILOG = """examples:
   lossreg list                      every kind with its names
@@ -381,6 +424,7 @@ _EPILOG = """examples:
   lossreg train quickstart --output runs/quick       train, evaluate, write metrics.json
   lossreg eval runs/quick                            COCO metrics, PR curves, score-IoU plot
   lossreg predict runs/quick photos/ --out preds     detections drawn on images
+  lossreg push runs/quick me/atss-shapes             publish to the Hugging Face Hub
 """
 
 
@@ -492,10 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "predict",
         help="detect objects in image files: predictions.json and the images with boxes drawn",
-        description="Run a trained detector on image files, folders (their .jpg/.jpeg/.png files) or glob "
-        "patterns. Images are resized as in evaluation and the boxes mapped back to the original pixels. "
-        "DIR receives predictions.json (per image: file, width, height, detections with box [x1, y1, x2, y2], "
-        "score, label and label_name) and <stem>.jpg with the boxes and 'label score' drawn.",
+        description=_PREDICT_DESCRIPTION,
         epilog=_PREDICT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -508,6 +549,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=4, metavar="N", help="images per batch [4]")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto [auto]")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "push",
+        help="publish a trained model (run folder or saved model) to the Hugging Face Hub",
+        description=_PUSH_DESCRIPTION,
+        epilog=_PUSH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("folder", metavar="RUN_DIR", help="a run folder (its model/) or a saved model folder")
+    p.add_argument("repo_id", metavar="REPO_ID", help="owner/name of the Hub repository (created if missing)")
+    p.add_argument("--token", help="Hub token [HF_TOKEN or the `hf auth login` token]")
+    p.add_argument("--private", action="store_true", help="create the repository as private")
+    p.add_argument("--revision", metavar="BRANCH", help="commit to this branch (created if missing) [main]")
+    p.add_argument("--message", "-m", default="Upload lossreg model", help="commit message")
+    p.add_argument("--endpoint", metavar="URL", help="Hub server [HF_ENDPOINT or https://huggingface.co]")
+    p.set_defaults(func=cmd_push)
     return parser
 
 
@@ -520,7 +577,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except (CliError, RecipeError, UnknownComponentError, TypeError, ValueError) as exc:
+    except (CliError, RecipeError, UnknownComponentError, HubError, TypeError, ValueError) as exc:
         if args.debug:
             raise
         print(f"lossreg {args.command}: error: {exc}", file=sys.stderr)

@@ -503,8 +503,11 @@ def _merge(base: dict[str, Any], child: Mapping[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for key, value in child.items():
         old = out.get(key)
+        # a different component ("name") or dataset ("format") replaces the base's entry instead of merging
         same_component = not (
-            isinstance(value, Mapping) and isinstance(old, Mapping) and value.get("name", old.get("name")) != old.get("name")
+            isinstance(value, Mapping)
+            and isinstance(old, Mapping)
+            and any(value.get(k, old.get(k)) != old.get(k) for k in ("name", "format"))
         )
         if isinstance(value, Mapping) and isinstance(old, Mapping) and same_component:
             out[key] = _merge(old, value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .._factory import PretrainedCfg, register_pretrained
 from .._registry import register_detector
 from ._models import register_arch_models
 from .one_stage import OneStageDetector
@@ -23,3 +24,29 @@ class ATSS(OneStageDetector):
 
 
 register_arch_models("atss")
+
+# Published weights (timm's pretrained tags): `create_model("atss_resnet18_fpn.synthetic", pretrained=True)`
+# downloads hf_hub_id through lossreg.hub; hub/README.md explains how they are produced and published.
+register_pretrained(
+    PretrainedCfg(
+        model="atss_resnet18_fpn",
+        tag="synthetic",
+        hf_hub_id="lossreg/atss_resnet18_fpn.synthetic",
+        num_classes=4,
+        label_names=("ellipse", "rectangle", "triangle", "cross"),
+        description="recipes/quickstart.yaml: HCRA-C + HCRA-R + EATSS on the synthetic shapes set (128 px)",
+        license="apache-2.0",
+    ),
+    default=True,
+)
+register_pretrained(
+    PretrainedCfg(
+        model="atss_resnet18_fpn",
+        tag="bccd",
+        hf_hub_id="lossreg/atss_resnet18_fpn.bccd",
+        num_classes=3,
+        label_names=("Platelets", "RBC", "WBC"),
+        description="recipes/bccd_atss_r18_finetune.yaml: the quick-start model fine-tuned on BCCD blood cells",
+        license="mit",
+    )
+)

@@ -1,10 +1,14 @@
-"""Training and evaluation: the loop behind ``lossreg train``.
+"""Training, evaluation and prediction: the loops behind ``lossreg train``, ``eval`` and ``predict``.
 
 - :mod:`.trainer`: :class:`Trainer` (a recipe in, a run folder out);
 - :mod:`.schedule`: optimizers and warm-up + step / cosine / constant schedules;
 - :mod:`.checkpoint`: crash-safe safetensors checkpoints with the training state alongside;
-- :mod:`.evaluate`: COCO metrics (pycocotools) of a detector on a dataset split;
-- :mod:`.plots`: loss, balancer-weight and learning-rate plots from ``metrics.jsonl``;
+- :mod:`.evaluate`: COCO metrics (pycocotools) of a detector on a dataset split, and the
+  evaluation folder of ``lossreg eval``;
+- :mod:`.consistency`: score-IoU pairs and their correlation (the HCRAL paper's figure 3a);
+- :mod:`.predict`: detections on image files, drawn (``lossreg predict``);
+- :mod:`.plots`: loss, balancer-weight and learning-rate plots from ``metrics.jsonl``, and
+  the precision-recall and score-IoU figures of an evaluation;
 - :mod:`.distributed`: ``torchrun`` / DDP helpers; :mod:`.sampler`: resumable data order;
   :mod:`.ema`: the weights' moving average.
 """

@@ -175,7 +175,7 @@ def plot_pr_curves(
         ax.set_xlabel("recall")
         ax.set_ylabel("precision")
         ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1.02)
+        ax.set_ylim(-0.02, 1.02)  # curves at precision 0 stay visible
         ax.grid(True, alpha=0.3)
     out = Path(path)
     _save(fig, out)
