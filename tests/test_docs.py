@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import lossreg
 from lossreg._docs import END, START, component_tables, update_readme
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -61,5 +63,20 @@ def test_readme_python_examples_run(tmp_path):
     assert len(runnable) >= 3
     script = tmp_path / "readme_examples.py"
     script.write_text("import lossreg\n" + "\n".join(runnable))
-    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    # the Hub examples publish to and download from the loopback Hub of tests/hub, and load
+    # "runs/quick/model": a tiny model saved where the examples expect a run's model folder
+    sys.path.insert(0, str(Path(__file__).parent / "hub"))
+    try:
+        from hubserver import HubServer
+    finally:
+        sys.path.pop(0)
+    lossreg.save_pretrained(
+        lossreg.create_model("atss_resnet18_fpn", backbone="test_resnet", num_classes=2, label_names=["cat", "bird"]),
+        tmp_path / "runs" / "quick" / "model",
+    )
+    with HubServer() as hub:
+        env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_HOME": str(tmp_path / "hf"), "HF_TOKEN": hub.token,
+               "HF_HUB_DISABLE_TELEMETRY": "1"}
+        env.pop("HF_HUB_OFFLINE", None)
+        res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
