@@ -5,8 +5,10 @@ Subcommands: ``list`` (components, models, pretrained weights, recipes),
 ``check`` (validate a recipe with ``--set`` overrides and print it resolved),
 ``train`` (train a recipe's detector into a run folder; see :mod:`lossreg.engine`),
 ``eval`` (COCO metrics, precision-recall curves and the score-IoU plot of a trained
-model on a COCO JSON, a VOC folder or its recipe's validation split) and ``predict``
-(detections on image files, drawn and as JSON).
+model on a COCO JSON, a VOC folder or its recipe's validation split), ``predict``
+(detections on image files, drawn and as JSON), ``push`` (publish to the Hub) and
+``ablate`` (train every combination of swapped recipe settings over several seeds and
+tabulate them; see :mod:`lossreg.engine.ablate`).
 """
 
 from __future__ import annotations
@@ -416,6 +418,80 @@ def cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+_ABLATE_DESCRIPTION = """Train every variant of a recipe over several seeds and tabulate them as the papers do.
+
+Each --swap KEY=V1,V2,... lists values of one recipe field, read as YAML like --set values
+(a value may be a mapping: commas inside {...}, [...] or quotes do not split; repeating a
+KEY adds values). The variants are every combination (the grid) or, with --one-at-a-time,
+the recipe as it is ("baseline") plus each single swapped value. Every variant's recipe is
+validated before anything trains. Each variant runs once per seed (train.seed).
+
+The output folder (--output, default runs/ablate-<recipe>) receives:
+  ablation_plan.json         the variants, seeds, baseline and each variant's recipe
+  <variant>/seed<N>/         a run folder of `lossreg train` per variant and seed, e.g.
+                             cls_loss=qfl__reg_loss=giou/seed0, with eval-<split>/ from
+                             `lossreg eval` of its final model (score-IoU pairs included)
+  ablation.md                the table: AP, AP50, AP75, APs, APm, APl in %, mean ± std over
+                             seeds, delta AP to the baseline, score-IoU Pearson r, time per run
+  ablation.json              every number behind the table, per run and per variant
+  ablation_ap.png            AP per variant with error bars, the baseline highlighted
+  score_iou_grid.png         the score-IoU plot of every variant side by side (first seed)
+
+The baseline is the variant equal to the recipe's own setting, else the first variant
+(ablation.md says which). Running the same command again skips finished runs and resumes
+half-finished ones from their last checkpoint; --summary-only rebuilds the summary.
+--jobs N trains N runs at once as subprocesses (the CPU threads split between them, one GPU
+each when there are several; logs in <run>/ablate.log). Under `torchrun --nproc_per_node=N
+-m lossreg ablate ...` every run trains on all N processes with DDP, one run after the other."""
+
+_ABLATE_EPILOG = """examples:
+  lossreg ablate quickstart --swap model.cls_loss=focal,qfl,vfl,hcra_c --swap model.reg_loss=giou,hcra_r --seeds 3
+  lossreg ablate quickstart --swap model.cls_loss=focal,qfl --swap model.assigner=atss,eatss --one-at-a-time
+  lossreg ablate quickstart --swap 'model.cls_loss=focal,{name: hcra_c, rci_mode: paper}' --jobs 2
+  lossreg ablate quickstart --swap model.balancer=static,alwa1,alwa2 --set train.epochs=12 --dry-run
+  lossreg ablate quickstart --swap model.cls_loss=focal,qfl --output runs/abl --summary-only
+  torchrun --nproc_per_node=2 -m lossreg ablate quickstart --swap model.cls_loss=focal,qfl --seeds 2
+"""
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from .engine import ablate, distributed
+
+    if args.seeds is not None and args.seed_list is not None:
+        raise CliError("give --seeds N or --seed-list S1,S2,..., not both")
+    seeds = ablate.parse_seed_list(args.seed_list) if args.seed_list is not None else args.seeds
+    plan = ablate.plan_ablation(args.recipe, args.swap or [], one_at_a_time=args.one_at_a_time, seeds=seeds,
+                                sets=args.set or (), output_dir=args.output)
+    if args.dry_run:
+        print(ablate.describe_plan(plan, ablate.statuses(plan)))
+        return 0
+    if args.summary_only:
+        ablate.statuses(plan)  # refuses run folders of another recipe
+        ablate.write_plan(plan)
+        summary = ablate.summarize(plan.output_dir)
+    else:
+        def say(line: str) -> None:
+            print(f"lossreg ablate: {line}", file=sys.stderr, flush=True)
+
+        try:
+            summary = ablate.run_ablation(plan, jobs=args.jobs, device=args.device, progress=args.progress, say=say)
+        except KeyboardInterrupt:
+            print("lossreg ablate: interrupted; run the same command again to continue", file=sys.stderr)
+            return 130
+        finally:
+            distributed.cleanup_distributed()
+        if summary is None:  # ranks > 0 under torchrun
+            return 0
+    print(summary["table"])
+    print(f"wrote {plan.output_dir}/: ablation.md, ablation.json, ablation_ap.png, score_iou_grid.png")
+    failed = summary.get("failed") or []
+    if failed:
+        print(f"lossreg ablate: {len(failed)} of {len(plan.runs)} runs failed ({', '.join(failed)}); see their "
+              "ablate.log; run the same command again to retry them", file=sys.stderr)
+        return 1
+    return 0
+
+
 _EPILOG = """examples:
   lossreg list                      every kind with its names
   lossreg list loss '*iou*' --describe
@@ -425,6 +501,7 @@ _EPILOG = """examples:
   lossreg eval runs/quick                            COCO metrics, PR curves, score-IoU plot
   lossreg predict runs/quick photos/ --out preds     detections drawn on images
   lossreg push runs/quick me/atss-shapes             publish to the Hugging Face Hub
+  lossreg ablate quickstart --swap model.cls_loss=focal,qfl --seeds 3   a table of variants x seeds
 """
 
 
@@ -565,6 +642,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--message", "-m", default="Upload lossreg model", help="commit message")
     p.add_argument("--endpoint", metavar="URL", help="Hub server [HF_ENDPOINT or https://huggingface.co]")
     p.set_defaults(func=cmd_push)
+
+    p = sub.add_parser(
+        "ablate",
+        help="train every combination of swapped recipe settings over several seeds and tabulate them",
+        description=_ABLATE_DESCRIPTION,
+        epilog=_ABLATE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("recipe", help="recipe name (see `lossreg list recipe`) or path to a .yaml file")
+    p.add_argument("--swap", action="append", metavar="KEY=V1,V2,...",
+                   help="a recipe field and the values to try, e.g. model.cls_loss=focal,qfl (repeatable)")
+    p.add_argument("--one-at-a-time", action="store_true",
+                   help="the recipe as it is plus one variant per swapped value, instead of every combination")
+    p.add_argument("--seeds", type=int, metavar="N", help="train each variant with seeds 0 .. N-1 [the recipe's seed]")
+    p.add_argument("--seed-list", metavar="S1,S2,...", help="train each variant with these seeds, e.g. 0,1,2")
+    p.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
+                   help="runs trained at once, as subprocesses with the CPU threads split between them [1]")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a field of every variant, e.g. train.epochs=12 (repeatable)")
+    p.add_argument("--output", "-o", metavar="DIR", help="the ablation folder [runs/ablate-<recipe>]")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 or auto (overrides train.device)")
+    p.add_argument("--summary-only", action="store_true",
+                   help="train nothing: rebuild ablation.md/json/png from the run folders there are")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the variants and runs (with their state: new, resume, evaluate, done) and exit")
+    p.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=False,
+        help="show tqdm progress bars of the runs trained in this process [off]",
+    )
+    p.set_defaults(func=cmd_ablate)
     return parser
 
 

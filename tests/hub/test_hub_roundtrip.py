@@ -183,3 +183,37 @@ def test_olah_mirror_serves_a_published_model(olah_server, tmp_path):
     olah_server.publish(repo, {p.name: p.read_bytes() for p in folder.iterdir()})
     assert_same(model, lossreg.create_model(f"hf-hub:{repo}@main"))
     assert_same(model, lossreg.create_model(f"hf-hub:{repo}"))
+
+
+def test_train_push_download_identical(hub_server, tmp_path, monkeypatch):
+    """The issue's round trip: train 3 iterations, `lossreg push`, download into a fresh cache."""
+    from lossreg.cli import main as cli
+    from lossreg.engine import Trainer
+    from lossreg.hub import load_model
+
+    monkeypatch.setenv("LOSSREG_CACHE", str(tmp_path / "cache"))
+    recipe = {
+        "name": "tiny",
+        "model": {"arch": "atss", "backbone": "test_resnet", "cls_loss": "hcra_c", "assigner": "eatss",
+                  "neck": {"name": "fpn", "out_channels": 32}, "head": {"name": "atss", "feat_channels": 32, "stacked_convs": 1}},
+        "data": {"train": {"format": "synthetic", "params": {"num_images": 6, "image_size": 64}},
+                 "val": {"format": "synthetic", "params": {"split": "val", "num_images": 2, "image_size": 64}},
+                 "image_size": 64},
+        "train": {"epochs": 1, "batch_size": 2, "warmup_iters": 1},
+        "eval": {"batch_size": 2},
+    }
+    Trainer(lossreg.load_recipe(recipe), output_dir=tmp_path / "run").train()
+    assert cli(["push", str(tmp_path / "run"), REPO]) == 0
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "fresh-cache"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "fresh-cache"))
+    downloaded = lossreg.create_model(f"hf-hub:{REPO}")
+    assert (tmp_path / "fresh-cache").is_dir()  # really downloaded, into the new cache
+    trained = load_model(tmp_path / "run")
+    assert downloaded.recipe.train.epochs == 1 and downloaded.label_names == trained.label_names
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = trained.eval()(images), downloaded.eval()(images)
+    for da, db in zip(a, b):
+        assert all(torch.equal(da[k], db[k]) for k in ("boxes", "scores", "labels"))
+    for key, value in trained.state_dict().items():
+        assert torch.equal(downloaded.state_dict()[key], value), key

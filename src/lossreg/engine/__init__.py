@@ -9,6 +9,8 @@
 - :mod:`.predict`: detections on image files, drawn (``lossreg predict``);
 - :mod:`.plots`: loss, balancer-weight and learning-rate plots from ``metrics.jsonl``, and
   the precision-recall and score-IoU figures of an evaluation;
+- :mod:`.ablate`: ``lossreg ablate``: every combination of swapped recipe settings over
+  several seeds, trained into run folders and summarised as the papers' ablation tables;
 - :mod:`.distributed`: ``torchrun`` / DDP helpers; :mod:`.sampler`: resumable data order;
   :mod:`.ema`: the weights' moving average.
 """
