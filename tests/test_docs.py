@@ -48,6 +48,7 @@ def test_quickstart_opens_with_two_commands_and_ci_runs_the_test_one():
     assert len(commands) == 2 and all("\n" not in c for c in commands)
     setup_and_run, test = commands
     assert setup_and_run.startswith("python3 -m venv .venv && ") and "pytest" in test
+    assert "lossreg train recipes/quickstart.yaml" in setup_and_run  # the main job comes first
     ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8")
     assert test in ci.splitlines(), ".ci/run must run README's test command verbatim"
 

@@ -215,6 +215,7 @@ def test_shipped_recipes_exist():
 def test_base_dataset_of_another_format_is_replaced():
     r = load_recipe("bccd_atss_r18_finetune")  # base: quickstart, whose splits are synthetic
     assert r.data.train.format == "voc" and r.data.train.params == {} and r.data.train.split == "train"
-    assert r.model.assigner.name == "eatss" and r.model.num_classes == 3  # the model section is inherited
+    assert r.model.assigner.name == "atss" and r.model.num_classes == 3  # the model section is inherited
+    assert r.model.neck.params == {"out_channels": 64, "extra": "none"}
     same = load_recipe("quickstart", overrides=["data.train.params.seed=5"])
     assert dict(same.data.train.params) == {**load_recipe("quickstart").data.train.params, "seed": 5}

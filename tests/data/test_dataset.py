@@ -73,7 +73,7 @@ def test_quickstart_recipe_data_section_builds(tmp_path):
     ds = build_dataset(recipe.data.train, recipe.data, train=True)
     image, target = ds[0]
     assert image.shape == (3, recipe.data.image_size, recipe.data.image_size)
-    assert "synthetic:train-2x256-seed0" in ds.data.source
+    assert "synthetic:train-2x128-seed0" in ds.data.source
 
 
 def test_read_dataset_rejects_bad_params_and_formats(tmp_path):

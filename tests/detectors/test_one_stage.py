@@ -225,8 +225,8 @@ def test_pretrained_backbone_offline_error(tmp_path):
 
 
 def test_pretrained_without_published_weights():
-    with pytest.raises(lossreg.UnknownComponentError, match="unknown pretrained weights 'atss_resnet18_fpn'.*list pretrained"):
-        lossreg.create_model("atss_resnet18_fpn", pretrained=True, num_classes=3)
+    with pytest.raises(lossreg.UnknownComponentError, match="unknown pretrained weights 'fcos_resnet18_fpn'.*list pretrained"):
+        lossreg.create_model("fcos_resnet18_fpn", pretrained=True, num_classes=3)
     with pytest.raises(RuntimeError, match="no published weights are registered"):
         from lossreg.detectors._models import build_detector
 
@@ -234,8 +234,8 @@ def test_pretrained_without_published_weights():
 
 
 def test_recipe_names_build_their_model(tmp_path):
-    model = lossreg.create_model("quickstart", num_classes=2, nms_thr=0.5)
-    assert type(model.head.cls_loss).__name__ == "HCRACLoss" and model.head.assigner.extra == 3
+    model = lossreg.create_model("quickstart", num_classes=2, nms_thr=0.5, cls_loss="hcra_c")
+    assert type(model.head.cls_loss).__name__ == "HCRACLoss" and type(model.head.assigner).__name__ == "ATSSAssigner"
     assert model.num_classes == 2 and model.head.nms_thr == 0.5 and model.backbone.name == "resnet18"
     path = tmp_path / "from_weights.yaml"
     path.write_text("model: {arch: atss, backbone: resnet18, weights: 'local-dir:/nonexistent/run'}\n")

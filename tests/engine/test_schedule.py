@@ -73,3 +73,18 @@ def test_scheduler_sets_the_learning_rate_each_iteration_and_round_trips():
     torch.save(sched.state_dict(), buf)
     buf.seek(0)
     assert torch.load(buf, weights_only=True)["last_epoch"] == 6  # the schedule object is plain data
+
+
+def test_adamw_is_fused_on_cpu_and_matches_the_reference_update():
+    torch.manual_seed(0)
+    w = torch.randn(5, 3)
+    grads = [torch.randn(5, 3) for _ in range(3)]
+    ours, ref = torch.nn.Parameter(w.clone()), torch.nn.Parameter(w.clone())
+    opt = build_optimizer([{"params": [ours], "weight_decay": 0.05}], OptimizerCfg(name="adamw", lr=0.01, weight_decay=0.05))
+    assert opt.defaults["fused"] is True
+    reference = torch.optim.AdamW([ref], lr=0.01, weight_decay=0.05, foreach=False)  # the per-tensor loop
+    for g in grads:
+        ours.grad, ref.grad = g.clone(), g.clone()
+        opt.step()
+        reference.step()
+    assert torch.allclose(ours, ref, atol=1e-6) and not torch.equal(ours, w)

@@ -51,6 +51,6 @@ def test_quickstart_published_then_finetuned_on_bccd(hub_server, tmp_path, monke
     metrics = Trainer(recipe, output_dir=tmp_path / "bccd").train()
     assert metrics is not None and set(metrics["per_class"]) == {"Platelets", "RBC", "WBC"}
     config = json.loads((tmp_path / "bccd" / "model" / "config.json").read_text())
-    assert config["num_classes"] == 3 and config["lossreg"]["components"]["head.cls_loss"]["name"] == "hcra_c"
+    assert config["num_classes"] == 3 and config["lossreg"]["components"]["head.assigner"]["name"] == "atss"
     fetched = [path for method, path in hub_server.server.requests if method == "GET"]
     assert not any(p.endswith("model.safetensors") for p in fetched)  # the published weights came from the cache

@@ -276,6 +276,6 @@ def test_recipe_yaml_matches_training_recipe(tmp_path):
     model = lossreg.create_model("quickstart", backbone="test_resnet")
     folder = save_pretrained(model, tmp_path / "q")
     saved_recipe = yaml.safe_load((folder / "recipe.yaml").read_text())
-    assert saved_recipe["train"] == recipe.to_dict()["train"] and saved_recipe["model"]["cls_loss"] == "hcra_c"
+    assert saved_recipe["train"] == recipe.to_dict()["train"] and saved_recipe["model"]["cls_loss"] == "focal"
     card = ModelCard.load(folder / "README.md")
     assert card.data.datasets == ["lossreg-synthetic-shapes"]
