@@ -103,3 +103,10 @@ def test_help_everywhere(capsys, sub):
 def test_console_script_runs():
     res = subprocess.run([sys.executable, "-m", "lossreg", "--version"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and res.stdout.startswith("lossreg ")
+
+
+def test_list_pretrained_describes_hub_repo_and_metrics(capsys):
+    assert main(["list", "pretrained", "*.bccd", "--describe"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("atss_resnet18_fpn.bccd") and "hf-hub:lossreg/atss_resnet18_fpn.bccd" in line
+    assert "AP50=0.733" in line

@@ -46,13 +46,24 @@ def _names(kind: str, pattern: str | None, describe: bool) -> list[Any]:
     if kind == "model":
         return list_models(pattern or "*")
     if kind == "pretrained":
-        return list_pretrained(pattern or "*")
+        names = list_pretrained(pattern or "*")
+        if describe:
+            return [(n, _pretrained_description(n)) for n in names]
+        return names
     if kind == "recipe":
         names = list_recipes(pattern or "*")
         if describe:
             return [(n, _recipe_description(n)) for n in names]
         return names
     return list_components(kind, pattern, with_description=describe)
+
+
+def _pretrained_description(name: str) -> str:
+    from ._factory import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(*name.rsplit(".", 1))
+    metrics = " ".join(f"{k}={v:.3f}" for k, v in cfg.metrics.items())
+    return f"hf-hub:{cfg.hf_hub_id}  {cfg.description}{f'  [{metrics}]' if metrics else ''}"
 
 
 def _recipe_description(name: str) -> str:
@@ -70,7 +81,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     kind = _kind(args.kind)
     items = _names(kind, args.pattern, args.describe)
-    if args.describe and kind not in ("model", "pretrained"):
+    if args.describe and kind != "model":
         width = max((len(n) for n, _ in items), default=0)
         for name, desc in items:
             print(f"{name:<{width}}  {desc}")
