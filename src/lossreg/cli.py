@@ -271,7 +271,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .data import DetectionDataset, build_transforms
-    from .engine.evaluate import METRIC_KEYS, evaluate_to_folder, match_labels, model_image_size, open_eval_data
+    from .engine.eval_folder import evaluate_to_folder, match_labels, model_image_size, open_eval_data
+    from .engine.evaluate import METRIC_KEYS
     from .engine.trainer import resolve_device
 
     model = _load_for_eval(args.model, args.weights, args.set or ())
@@ -329,7 +330,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .engine.evaluate import model_image_size
+    from .engine.eval_folder import model_image_size
     from .engine.predict import expand_images, write_predictions
     from .engine.trainer import resolve_device
 

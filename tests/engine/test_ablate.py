@@ -176,7 +176,7 @@ def test_unknown_component_fails_before_any_training(recipe_file, tmp_path, monk
     def no_training(*args, **kwargs):
         raise AssertionError("nothing may train when a variant is invalid")
 
-    monkeypatch.setattr(ablate, "Trainer", no_training)
+    monkeypatch.setattr("lossreg.engine.ablate.run.Trainer", no_training)
     out = tmp_path / "abl"
     argv = ["ablate", str(recipe_file), "--swap", "model.cls_loss=focal,qfl", "--swap", "model.reg_loss=giou,gioux",
             "--output", str(out)]
@@ -312,7 +312,7 @@ def test_tiny_ablation_trains_summarizes_and_resumes(recipe_file, tmp_path, monk
             calls.append((Path(kwargs["output_dir"]).relative_to(out).as_posix(), kwargs["resume"]))
             super().__init__(*args, **kwargs)
 
-    monkeypatch.setattr(ablate, "Trainer", Counting)
+    monkeypatch.setattr("lossreg.engine.ablate.run.Trainer", Counting)
     assert main(argv) == 0
     assert calls == [("cls_loss=focal/seed0", None), ("cls_loss=focal/seed1", True),
                      ("cls_loss=qfl/seed0", None), ("cls_loss=qfl/seed1", None)]
@@ -344,7 +344,8 @@ def test_tiny_ablation_trains_summarizes_and_resumes(recipe_file, tmp_path, monk
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/seed*/**/metrics.json")}
     assert len(stamps) == 8
     calls.clear()
-    monkeypatch.setattr(ablate, "evaluate_run", lambda *a, **k: pytest.fail("a finished run was evaluated again"))
+    monkeypatch.setattr("lossreg.engine.ablate.run.evaluate_run",
+                        lambda *a, **k: pytest.fail("a finished run was evaluated again"))
     (out / "ablation.md").unlink()
     assert main(argv) == 0
     assert calls == [] and {p: p.stat().st_mtime_ns for p in stamps} == stamps

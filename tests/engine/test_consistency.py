@@ -13,7 +13,8 @@ from torch import nn
 from lossreg.data import DetectionDataset, DetectionRecord, DetectionSet, build_transforms
 from lossreg.engine import plots
 from lossreg.engine.consistency import score_iou_correlation, score_iou_pairs
-from lossreg.engine.evaluate import coco_gt_from_set, coco_metrics, evaluate_to_folder, run_cocoeval
+from lossreg.engine.eval_folder import evaluate_to_folder
+from lossreg.engine.evaluate import coco_gt_from_set, coco_metrics, run_cocoeval
 from lossreg.engine.plots import HIST2D_MIN_POINTS, plot_pr_curves, plot_score_iou
 
 # Two 100 x 100 images. Labels 0 ("cat", category 1) and 1 ("dog", category 2).

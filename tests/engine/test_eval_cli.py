@@ -12,7 +12,8 @@ from PIL import Image
 
 from lossreg.cli import main
 from lossreg.data import CLASS_NAMES, make_synthetic
-from lossreg.engine.evaluate import METRIC_KEYS, match_labels
+from lossreg.engine.eval_folder import match_labels
+from lossreg.engine.evaluate import METRIC_KEYS
 from lossreg.engine.trainer import Trainer
 
 EVAL_FILES = ["detections.json", "metrics.json", "pr_curve.png", "score_iou.png"]

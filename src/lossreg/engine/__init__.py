@@ -3,8 +3,8 @@
 - :mod:`.trainer`: :class:`Trainer` (a recipe in, a run folder out);
 - :mod:`.schedule`: optimizers and warm-up + step / cosine / constant schedules;
 - :mod:`.checkpoint`: crash-safe safetensors checkpoints with the training state alongside;
-- :mod:`.evaluate`: COCO metrics (pycocotools) of a detector on a dataset split, and the
-  evaluation folder of ``lossreg eval``;
+- :mod:`.evaluate`: COCO metrics (pycocotools) of a detector on a dataset split;
+- :mod:`.eval_folder`: ``lossreg eval``'s data, class matching and evaluation folder;
 - :mod:`.consistency`: score-IoU pairs and their correlation (the HCRAL paper's figure 3a);
 - :mod:`.predict`: detections on image files, drawn (``lossreg predict``);
 - :mod:`.plots`: loss, balancer-weight and learning-rate plots from ``metrics.jsonl``, and
