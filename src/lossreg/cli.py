@@ -233,23 +233,16 @@ def _load_for_eval(spec: str, weights: str | None, overrides: Sequence[str]) -> 
             if overrides and getattr(model, "recipe", None) is not None:
                 model.recipe = load_recipe(model.recipe, overrides=overrides, validate=False)
             return model
-        from safetensors.torch import load_file
-
         from .data import read_dataset
-        from .detectors._models import build_from_recipe
         from .engine.evaluate import find_weights
+        from .hub.load import load_recipe_weights
 
         source = Path(spec) / "recipe.yaml" if Path(spec).is_dir() else spec
         recipe = load_recipe(source, overrides=overrides)
         path = find_weights(weights)
         class_names = read_dataset(recipe.data.train).class_names
-        model = build_from_recipe(recipe, num_classes=recipe.model.num_classes or len(class_names),
-                                  label_names=list(class_names))
-        try:
-            model.load_state_dict(load_file(str(path)))
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()
-            raise CliError(f"{path} does not fit the recipe's model: {' '.join(first[:2])}") from None
+        model = load_recipe_weights(recipe, path, num_classes=recipe.model.num_classes or len(class_names),
+                                    label_names=list(class_names))
         model.weights_path = path
         return model
     except (HubError, FileNotFoundError) as exc:

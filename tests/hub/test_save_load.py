@@ -150,7 +150,7 @@ def test_failed_save_keeps_previous_files(saved, monkeypatch):
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("lossreg.hub.save.save_file", boom)
+    monkeypatch.setattr("lossreg.hub.save.save", boom)  # the weights' serialisation
     with pytest.raises(OSError, match="disk full"):
         save_pretrained(model, folder)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # no temp files left either

@@ -44,7 +44,6 @@ __all__ = [
     "coco_gt_from_set",
     "coco_metrics",
     "evaluate",
-    "evaluate_recipe",
     "find_weights",
     "predict_coco",
     "run_cocoeval",
@@ -298,52 +297,3 @@ def find_weights(path: str | os.PathLike[str]) -> Path:
         if cand.is_file():
             return cand
     raise FileNotFoundError(f"no weights at {str(p)!r} (looked for {', '.join(str(c) for c in dict.fromkeys(candidates))})")
-
-
-def evaluate_recipe(
-    recipe: Any,
-    weights: str | os.PathLike[str],
-    device: str = "auto",
-    batch_size: int | None = None,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Evaluate trained ``weights`` (see :func:`find_weights`) of a recipe's detector on its ``data.val`` split.
-
-    The class order is the training split's, as in training. Raises ``ValueError``
-    when the recipe has no ``data.val`` or the weights do not fit its model.
-    """
-    from safetensors.torch import load_file
-
-    from ..data import build_dataset, read_dataset
-    from ..detectors._models import build_from_recipe
-    from ..recipe import load_recipe
-    from .trainer import resolve_device
-
-    recipe = load_recipe(recipe)
-    if recipe.data.val is None:
-        raise ValueError("the recipe has no data.val split to evaluate on; set data.val (e.g. --set data.val.split=val)")
-    class_names = read_dataset(recipe.data.train).class_names
-    val_set = build_dataset(recipe.data.val, recipe.data, train=False, class_names=class_names)
-    path = find_weights(weights)
-    model = build_from_recipe(
-        recipe, num_classes=recipe.model.num_classes or len(class_names), label_names=list(class_names)
-    )
-    try:
-        model.load_state_dict(load_file(str(path)))
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        raise ValueError(f"{path} does not fit the recipe's model: {' '.join(first[:2])}") from None
-    dev = resolve_device(device if device != "auto" else recipe.train.device)
-    logger.info("evaluating %s on %d images", path, len(val_set))
-    ann_file = recipe.data.val.ann_file if recipe.data.val.format == "coco" else None
-    return evaluate(
-        model.to(dev),
-        val_set,
-        batch_size=batch_size or recipe.eval.batch_size,
-        device=dev,
-        amp=recipe.train.amp,
-        ann_file=ann_file,
-        num_workers=recipe.data.num_workers,
-        max_dets=recipe.eval.max_dets,
-        progress=progress,
-    )

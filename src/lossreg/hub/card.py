@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from .._registry import component_info
+from .config import component_kind
 
 __all__ = ["card_template", "render_model_card"]
 
@@ -54,10 +55,8 @@ def _component(config: Mapping[str, Any], slot: str) -> str | None:
 
 def _papers(config: Mapping[str, Any]) -> list[str]:
     papers: list[str] = []
-    kinds = {"neck": "neck", "head": "head", "rpn_head": "head", "roi_head": "head"}
-    slot_kinds = {"cls_loss": "loss", "reg_loss": "loss", "quality_loss": "loss", "assigner": "assigner", "balancer": "balancer"}
     for key, entry in config["lossreg"].get("components", {}).items():
-        kind = slot_kinds.get(key.rsplit(".", 1)[-1]) or kinds.get(key)
+        kind = component_kind(key)
         if not kind or not entry.get("name"):
             continue
         try:

@@ -43,6 +43,7 @@ __all__ = [
     "HubError",
     "check_config",
     "component_entries",
+    "component_kind",
     "make_config",
 ]
 
@@ -155,9 +156,10 @@ def component_entries(model_args: Mapping[str, Any]) -> dict[str, dict[str, Any]
     return out
 
 
-def _kind_of(key: str) -> str:
+def component_kind(key: str) -> str | None:
+    """The registry kind of a ``components`` key (``"head.cls_loss"`` -> ``"loss"``); None when unknown."""
     last = key.rsplit(".", 1)[-1]
-    return _SLOT_KINDS.get(last) or _TOP_KINDS[last]
+    return _SLOT_KINDS.get(last) or _TOP_KINDS.get(last)
 
 
 def make_config(
@@ -265,10 +267,13 @@ def check_config(config: Any, source: str) -> None:
         name = entry.get("name") if isinstance(entry, Mapping) else None
         if name is None:
             continue
+        kind = component_kind(key)
+        if kind is None:
+            raise HubError(f"{source} has a component slot {key!r} this installation does not know; upgrade lossreg")
         try:
-            get_registry(_kind_of(key)).get(name)
+            get_registry(kind).get(name)
         except (UnknownComponentError, KeyError) as exc:
             raise HubError(
-                f"{source} uses {_kind_of(key)} {name!r} ({key}), which this installation does not have "
+                f"{source} uses {kind} {name!r} ({key}), which this installation does not have "
                 f"(written by lossreg {written_by}); install the plugin that provides it or upgrade lossreg. {exc}"
             ) from None

@@ -20,6 +20,8 @@ loads and an uncached one fails saying it is offline and not cached.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
 import json
 import logging
 import os
@@ -33,9 +35,9 @@ from torch import Tensor, nn
 from .. import __version__
 from .._registry import get_registry
 from .config import HubError, check_config
-from .save import CONFIG_NAME, RECIPE_NAME, WEIGHTS_NAME, sha256_file
+from .save import CONFIG_NAME, RECIPE_NAME, WEIGHTS_NAME
 
-__all__ = ["download_model", "load_folder", "load_model", "load_hf_hub", "load_local_dir", "load_pretrained_tag", "read_weights"]
+__all__ = ["download_model", "load_folder", "load_model", "load_hf_hub", "load_local_dir", "load_pretrained_tag", "load_recipe_weights", "read_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,26 +65,26 @@ def read_weights(path: str | os.PathLike[str], expected: Mapping[str, Any] | Non
     ``torch.load(weights_only=True)`` (no code runs). Raises :class:`HubError`.
     """
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     path = Path(path)
+    data = path.read_bytes()  # read once: hashed and parsed from the same bytes
     if expected:
-        size = path.stat().st_size
-        if "size" in expected and size != expected["size"]:
+        if "size" in expected and len(data) != expected["size"]:
             raise HubError(
-                f"{path} has {size} bytes but config.json says {expected['size']}: the file is truncated or "
+                f"{path} has {len(data)} bytes but config.json says {expected['size']}: the file is truncated or "
                 "from another save; download or save it again"
             )
-        if "sha256" in expected and sha256_file(path) != expected["sha256"]:
+        if "sha256" in expected and hashlib.sha256(data).hexdigest() != expected["sha256"]:
             raise HubError(f"{path} does not match the sha256 in config.json: it is corrupt or from another save")
     if path.suffix == ".safetensors":
         try:
-            return load_file(str(path))
+            return load(data)
         except (SafetensorError, OSError, ValueError) as exc:
             raise HubError(f"{path} is not a readable safetensors file ({exc}); it may be truncated") from None
     logger.warning("%s: legacy weight file, read with torch.load(weights_only=True); prefer safetensors", path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many kinds for bad or unsafe pickles
         raise HubError(f"{path} could not be read safely with torch.load(weights_only=True): {exc}") from None
     if isinstance(state, Mapping) and "state_dict" in state:
@@ -92,7 +94,9 @@ def read_weights(path: str | os.PathLike[str], expected: Mapping[str, Any] | Non
     return dict(state)
 
 
-def check_state_dict(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
+def check_state_dict(
+    model: nn.Module, state: Mapping[str, Tensor], source: str, target: str = "the detector its config.json describes"
+) -> None:
     """Raise :class:`HubError` listing missing, unexpected and mis-shaped keys (nothing is loaded)."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
@@ -103,7 +107,7 @@ def check_state_dict(model: nn.Module, state: Mapping[str, Tensor], source: str)
         if items:
             problems.append(f"{what}: {', '.join(items[:4])}{f' (+{len(items) - 4} more)' if len(items) > 4 else ''}")
     if problems:
-        raise HubError(f"the weights in {source} do not fit the detector its config.json describes; " + "; ".join(problems))
+        raise HubError(f"the weights in {source} do not fit {target}; " + "; ".join(problems))
 
 
 def _weights_file(folder: Path) -> Path:
@@ -342,18 +346,29 @@ def load_model(spec: str | os.PathLike[str], **kwargs: Any) -> nn.Module:
     return create_model(text, pretrained=parsed.source == "name", **kwargs)
 
 
-def _load_run_checkpoint(run: Path, **kwargs: Any) -> nn.Module:
+def load_recipe_weights(recipe: Any, weights: str | os.PathLike[str], **kwargs: Any) -> nn.Module:
+    """The detector of ``recipe`` with the weights file ``weights`` (a checkpoint or ``model.safetensors``).
+
+    The recipe's ``model.weights`` starting point is not fetched: every weight is
+    replaced. ``kwargs`` go to the recipe's builder (``num_classes``, ``label_names``).
+    Raises :class:`HubError` when the weights do not fit, before any is copied.
+    """
     from ..detectors._models import build_from_recipe
-    from ..engine.evaluate import find_weights
     from ..recipe import load_recipe
 
-    recipe = load_recipe(run / RECIPE_NAME)
-    # the checkpoint replaces every weight: do not fetch model.weights' starting point again
+    recipe = load_recipe(recipe)
     recipe = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, weights=None))
     model = build_from_recipe(recipe, **kwargs)
-    weights = find_weights(run)
     state = read_weights(weights)
-    check_state_dict(model, state, str(weights))
+    check_state_dict(model, state, str(weights), target="the recipe's detector")
     model.load_state_dict(state, strict=True)
+    return model
+
+
+def _load_run_checkpoint(run: Path, **kwargs: Any) -> nn.Module:
+    from ..engine.evaluate import find_weights
+
+    weights = find_weights(run)
+    model = load_recipe_weights(run / RECIPE_NAME, weights, **kwargs)
     logger.info("%s has no final model/ yet; loaded its checkpoint %s", run, weights)
     return model

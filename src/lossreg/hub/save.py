@@ -19,27 +19,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 
-from .._io import atomic_write, atomic_write_text, fsync_dir, tensors_for_safetensors
+from .._io import atomic_write_bytes, atomic_write_text, fsync_dir, tensors_for_safetensors
 from .card import render_model_card
 from .config import HubError, make_config
 
-__all__ = ["CONFIG_NAME", "RECIPE_NAME", "WEIGHTS_NAME", "model_recipe", "save_pretrained", "sha256_file"]
+__all__ = ["CONFIG_NAME", "RECIPE_NAME", "WEIGHTS_NAME", "model_recipe", "save_pretrained"]
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 RECIPE_NAME = "recipe.yaml"
 CARD_NAME = "README.md"
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def model_recipe(model: nn.Module, recipe: Any = None) -> Any:
@@ -120,12 +112,13 @@ def save_pretrained(
     if trained:
         input_size = (image_size, image_size) if isinstance(image_size, int) else (max(image_size),) * 2
     pcfg = {"license": license or "apache-2.0", **dict(pretrained_cfg or {})}
-    # the config is built (and validated) before anything is written
-    make_config(model, metrics=metrics, pretrained_cfg=pcfg, input_size=input_size, dataset=dataset)
+    # the config is built (and validated) before anything is written; the weights are
+    # serialised once, in memory, so their sha256 needs no second read of the file
+    config = make_config(model, metrics=metrics, pretrained_cfg=pcfg, input_size=input_size, dataset=dataset)
+    data = save(tensors, metadata={"format": "pt"})
+    config["lossreg"]["files"] = {WEIGHTS_NAME: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}}
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
-    files = {WEIGHTS_NAME: {"sha256": sha256_file(folder / WEIGHTS_NAME), "size": (folder / WEIGHTS_NAME).stat().st_size}}
-    config = make_config(model, metrics=metrics, pretrained_cfg=pcfg, input_size=input_size, dataset=dataset, files=files)
+    atomic_write_bytes(folder / WEIGHTS_NAME, data)
     recipe_yaml = recipe.to_yaml()
     atomic_write_text(folder / RECIPE_NAME, recipe_yaml)
     ref = model_ref or f"local-dir:{folder}"
