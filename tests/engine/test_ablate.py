@@ -152,9 +152,9 @@ def test_plan_baseline_seeds_and_left_out_duplicates(recipe_file, tmp_path):
     plan = plan_ablation(recipe_file, ["model.cls_loss=qfl,focal"], seeds=3, output_dir=tmp_path / "a")
     assert plan.baseline == "cls_loss=focal" and "the recipe's own setting (cls_loss=focal)" in plan.baseline_note
     assert [(r.dir, r.seed) for r in plan.runs][:4] == [
-        ("cls_loss=qfl/seed0", 0), ("cls_loss=qfl/seed1", 1), ("cls_loss=qfl/seed2", 2), ("cls_loss=focal/seed0", 0)
+        ("cls_loss=qfl/seed0", 0), ("cls_loss=focal/seed0", 0), ("cls_loss=qfl/seed1", 1), ("cls_loss=focal/seed1", 1)
     ]
-    run = plan.runs[1]
+    run = plan.runs[2]
     assert plan.recipe_of(run).train.seed == 1 and plan.recipe_of(run).model.cls_loss.name == "qfl"
 
     plan = plan_ablation(recipe_file, ["model.cls_loss=qfl,vfl"], seeds=[4, 2])
@@ -289,12 +289,35 @@ def test_summary_numbers_are_the_run_folders_means_and_stds(recipe_file, tmp_pat
         assert (out / png).read_bytes().startswith(b"\x89PNG")
 
 
+def test_one_at_a_time_of_two_keys_prints_one_table_per_key(recipe_file, tmp_path):
+    """The papers' layout: each key's table holds the baseline row, then only the variants changing that key."""
+    out = tmp_path / "abl"
+    plan = plan_ablation(recipe_file, ["model.cls_loss=qfl,vfl", "model.reg_loss=eiou"], one_at_a_time=True,
+                         output_dir=out)
+    ablate.write_plan(plan)
+    aps = {"baseline": 0.30, "cls_loss=qfl": 0.33, "cls_loss=vfl": 0.28, "reg_loss=eiou": 0.35}
+    assert sorted(v.name for v in plan.variants) == sorted(aps)
+    for variant, ap in aps.items():
+        run = out / variant / "seed0"
+        run.mkdir(parents=True)
+        (run / "metrics.json").write_text(json.dumps({"AP": ap, "train_seconds": 1.0}))
+    summary = summarize(out)
+    tables = summary["table"].split("\n\n")
+    assert len(tables) == 2 and summary["table"] in (out / "ablation.md").read_text()
+    cls, reg = _table(tables[0]), _table(tables[1])
+    assert tables[0].startswith("| cls_loss | AP |") and tables[1].startswith("| reg_loss | AP |")
+    assert list(cls) == ["focal", "qfl", "vfl"] and list(reg) == ["(default)", "eiou"]  # the tiny recipe leaves reg_loss unset
+    assert cls["focal"]["ΔAP"] == reg["(default)"]["ΔAP"] == "baseline"
+    assert (cls["qfl"]["ΔAP"], cls["vfl"]["ΔAP"], reg["eiou"]["ΔAP"]) == ("+3.0", "-2.0", "+5.0")
+    assert cls["qfl"]["AP"] == "33.0" and reg["(default)"]["AP"] == cls["focal"]["AP"] == "30.0"
+
+
 def test_tiny_ablation_trains_summarizes_and_resumes(recipe_file, tmp_path, monkeypatch, capsys):
     out = tmp_path / "abl"
     argv = ["ablate", str(recipe_file), "--swap", "model.cls_loss=focal,qfl", "--seeds", "2", "--output", str(out)]
     # a half-finished run: one of its two iterations done, its checkpoint written
     plan = plan_ablation(recipe_file, ["model.cls_loss=focal,qfl"], seeds=2, output_dir=out)
-    half = plan.runs[1]
+    half = plan.runs[2]
     assert half.dir == "cls_loss=focal/seed1"
     assert Trainer(plan.recipe_of(half), output_dir=plan.run_dir(half), progress=False).train(max_iterations=1) is None
     assert run_status(plan.run_dir(half), "eval-val") == "resume"
@@ -302,7 +325,7 @@ def test_tiny_ablation_trains_summarizes_and_resumes(recipe_file, tmp_path, monk
     assert main([*argv, "--dry-run"]) == 0
     listing = capsys.readouterr().out
     assert "grid 2 = 2 variants x 2 seed(s) [0, 1] = 4 runs" in listing
-    assert [line.split()[1] for line in listing.splitlines() if "/seed" in line] == ["new", "resume", "new", "new"]
+    assert [line.split()[1] for line in listing.splitlines() if "/seed" in line] == ["new", "new", "resume", "new"]
     assert not (out / "ablation_plan.json").exists()  # a dry run writes nothing
 
     calls = []
@@ -314,8 +337,8 @@ def test_tiny_ablation_trains_summarizes_and_resumes(recipe_file, tmp_path, monk
 
     monkeypatch.setattr("lossreg.engine.ablate.run.Trainer", Counting)
     assert main(argv) == 0
-    assert calls == [("cls_loss=focal/seed0", None), ("cls_loss=focal/seed1", True),
-                     ("cls_loss=qfl/seed0", None), ("cls_loss=qfl/seed1", None)]
+    assert calls == [("cls_loss=focal/seed0", None), ("cls_loss=qfl/seed0", None),
+                     ("cls_loss=focal/seed1", True), ("cls_loss=qfl/seed1", None)]
     printed = capsys.readouterr().out
     markdown = (out / "ablation.md").read_text()
     table = markdown[markdown.index("| cls_loss"):].split("\n\n")[0]

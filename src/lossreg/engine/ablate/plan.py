@@ -70,7 +70,8 @@ class AblationPlan:
 
     @property
     def runs(self) -> list[Run]:
-        return [Run(v.name, s, f"{v.name}/seed{s}") for v in self.variants for s in self.seeds]
+        """Every run, seed by seed: an ablation stopped half-way has each variant at the same seed count."""
+        return [Run(v.name, s, f"{v.name}/seed{s}") for s in self.seeds for v in self.variants]
 
     def run_dir(self, run: Run) -> Path:
         return self.output_dir / run.dir

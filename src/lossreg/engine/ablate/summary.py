@@ -64,17 +64,34 @@ def _cell(text: str) -> str:
 
 
 def format_table(summary: Mapping[str, Any]) -> str:
-    """The Markdown table of :func:`summarize`'s result: one row per variant, the papers' columns.
+    """The Markdown table(s) of :func:`summarize`'s result: one row per variant, the papers' columns.
 
     AP columns are COCO's in %, ``mean ± std`` over the seeds (sample standard deviation;
     a single seed shows the mean alone); ``ΔAP`` is the difference of the mean AP to the
     baseline row's in points; ``score-IoU r`` the Pearson correlation (mean ± std).
+    A one-at-a-time ablation of several keys gets one table per key, as the papers print
+    them: the baseline row, then the variants that change that key.
     """
     swaps = summary["swaps"]
+    variants = summary["variants"]
+    if summary["mode"] != "one-at-a-time" or len(swaps) < 2:
+        return _table(swaps, variants)
+    base = [v for v in variants if v["is_baseline"]]
+    return "\n\n".join(
+        _table([s], base + [v for v in variants if not v["is_baseline"] and s["key"] in _changed(v)])
+        for s in swaps
+    )
+
+
+def _changed(variant: Mapping[str, Any]) -> set[str]:
+    return {key for key, _value in variant["settings"]}
+
+
+def _table(swaps: Sequence[Mapping[str, Any]], variants: Sequence[Mapping[str, Any]]) -> str:
     header = [s["label"] for s in swaps] + list(METRIC_KEYS) + ["ΔAP", "score-IoU r", "time/run", "runs"]
     align = ["---"] * len(swaps) + ["---:"] * (len(header) - len(swaps))
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
-    for v in summary["variants"]:
+    for v in variants:
         cells = [_cell(v["values"][s["key"]]) for s in swaps]
         cells += [_pct(v["stats"][k]) for k in METRIC_KEYS]
         if v["is_baseline"]:
@@ -210,9 +227,11 @@ def _markdown(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _bar_label(v: Mapping[str, Any], swaps: Sequence[Mapping[str, Any]]) -> str:
+def _bar_label(v: Mapping[str, Any], swaps: Sequence[Mapping[str, Any]], one_at_a_time: bool) -> str:
     if v["name"] == BASELINE:
         return BASELINE
+    if one_at_a_time and len(swaps) > 1:  # the one setting it changes, named
+        return "\n".join(f"{s['label']}={v['values'][s['key']]}" for s in swaps if s["key"] in _changed(v))
     return "\n".join(v["values"][s["key"]] for s in swaps)
 
 
@@ -222,11 +241,20 @@ def _plot_ap(summary: Mapping[str, Any], path: Path) -> Path:
     from ..plots import _save
 
     variants = summary["variants"]
-    labels = [_bar_label(v, summary["swaps"]) for v in variants]
+    labels = [_bar_label(v, summary["swaps"], summary["mode"] == "one-at-a-time") for v in variants]
     means = [v["stats"]["AP"]["mean"] for v in variants]
     stds = [v["stats"]["AP"]["std"] or 0.0 for v in variants]
     heights = [100 * m if m is not None else 0.0 for m in means]
-    colors = ["tab:orange" if v["is_baseline"] else "tab:blue" for v in variants]
+    keys = [s["key"] for s in summary["swaps"]]
+    group_colors = ["tab:blue", "tab:green", "tab:purple", "tab:gray", "tab:cyan", "tab:olive", "tab:brown"]
+
+    def color(v: Mapping[str, Any]) -> str:  # one colour per swapped key in a one-at-a-time ablation
+        if v["is_baseline"]:
+            return "tab:orange"
+        first = next((i for i, k in enumerate(keys) if k in _changed(v)), 0)
+        return group_colors[first % len(group_colors)] if summary["mode"] == "one-at-a-time" else "tab:blue"
+
+    colors = [color(v) for v in variants]
     fig = Figure(figsize=(max(5.0, 0.9 * len(variants) + 2), 4.5), layout="constrained")
     ax = fig.subplots()
     x = np.arange(len(variants))
