@@ -77,3 +77,25 @@ def test_faster_rcnn_class_specific_regression_rows():
     sc, dc = src.roi_head.cls_score.weight, dst.roi_head.cls_score.weight
     assert torch.equal(dc[0], sc[2]) and torch.equal(dc[2], sc[3])
     assert torch.equal(dst.rpn_head.state_dict()["cls_out.weight"], src.rpn_head.state_dict()["cls_out.weight"])
+
+
+@pytest.mark.parametrize("direction", ["focal->hcra", "hcra->focal"])
+def test_loss_and_balancer_state_is_not_transferred(direction):
+    """Fine-tuning may swap losses and balancers: their state starts fresh, the network is copied."""
+    hcra = {"cls_loss": "hcra_c", "reg_loss": "hcra_r", "balancer": "alwa2"}
+    src_kw, dst_kw = ({}, hcra) if direction == "focal->hcra" else (hcra, {})
+    source = _model("atss_resnet18_fpn", num_classes=2, seed=5, **src_kw)
+    for key, value in source.state_dict().items():  # recognisable source values, loss state included
+        if value.is_floating_point():
+            value.add_(1.5)
+    target = _model("atss_resnet18_fpn", num_classes=2, seed=6, **dst_kw)
+    fresh = {k: v.clone() for k, v in target.state_dict().items()}
+    state_keys = [k for k in fresh if k.startswith(("head.cls_loss.", "head.reg_loss.", "head.balancer."))]
+    assert any(k.startswith("head.cls_loss.") for k in state_keys) == (direction == "focal->hcra")  # HCRA-C's state
+    transfer_state_dict(target, source.state_dict())
+    after = target.state_dict()
+    for key in state_keys:
+        assert torch.equal(after[key], fresh[key]), key
+    for key, value in source.state_dict().items():
+        if key in after and not key.startswith(("head.cls_out", "head.cls_loss.", "head.reg_loss.", "head.balancer.")):
+            assert torch.equal(after[key], value), key

@@ -8,6 +8,12 @@ instead (api.md section 5). A head names its classification output layers in
 and class-specific box regression outputs (Faster R-CNN's ``bbox_pred``) in
 ``class_reg_layers``: ``{prefix: rows per class}``; their matched classes' rows are
 copied too and the rest re-initialised with N(0, 0.001) weights and zero bias.
+
+Losses and balancers are not part of the network: their state (HCRA-C's gradient
+density, HCRA-R's running mean, ALWA's windows, the uncertainty weights) describes the
+training run that wrote the checkpoint, so it is neither required nor copied, and the
+new run starts it fresh. That lets a model trained with one loss be fine-tuned with any
+other (``--set model.cls_loss=hcra_c`` on published focal-loss weights).
 """
 
 from __future__ import annotations
@@ -77,9 +83,11 @@ def transfer_state_dict(
     layers = _layers(model)
     prefixes = {layer.prefix for layer in layers}
     own = model.state_dict()
+    fresh = _training_state_prefixes(model)
+    state_dict = {k: v for k, v in state_dict.items() if not _under(k, fresh)}
     dst_names = list(getattr(model, "label_names", None) or [])
     src_names = list(src_label_names or [])
-    missing = [k for k in own if k not in state_dict and not _in_layers(k, prefixes)]
+    missing = [k for k in own if k not in state_dict and not _in_layers(k, prefixes) and not _under(k, fresh)]
     unexpected = [k for k in state_dict if k not in own]
     bad_shapes = [
         k for k, v in state_dict.items() if k in own and own[k].shape != v.shape and not _in_layers(k, prefixes)
@@ -95,6 +103,7 @@ def transfer_state_dict(
         )
     matched = [(d, src_names.index(n)) for d, n in enumerate(dst_names) if n in src_names]
     new_state = {k: v for k, v in state_dict.items() if not _in_layers(k, prefixes)}
+    new_state.update({k: v for k, v in own.items() if _under(k, fresh)})
     with torch.no_grad():
         for layer in layers:
             w_key, b_key = f"{layer.prefix}.weight", f"{layer.prefix}.bias"
@@ -114,6 +123,18 @@ def transfer_state_dict(
     copied = [dst_names[d] for d, _ in matched]
     _logger.info("fine-tuning transfer: %d classes copied (%s), output layers %s", len(copied), copied, sorted(prefixes))
     return {"copied_classes": copied, "reinitialised": sorted(prefixes)}
+
+
+def _training_state_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """``("head.cls_loss.", "head.balancer.", ...)``: the submodules that are losses or balancers."""
+    from ..balancers._base import Balancer
+    from ..losses._base import _LossBase
+
+    return tuple(f"{name}." for name, m in model.named_modules() if name and isinstance(m, (_LossBase, Balancer)))
+
+
+def _under(key: str, prefixes: tuple[str, ...]) -> bool:
+    return key.startswith(prefixes)
 
 
 def _in_layers(key: str, prefixes: set[str]) -> bool:
