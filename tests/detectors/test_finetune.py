@@ -85,7 +85,7 @@ def test_loss_and_balancer_state_is_not_transferred(direction):
     hcra = {"cls_loss": "hcra_c", "reg_loss": "hcra_r", "balancer": "alwa2"}
     src_kw, dst_kw = ({}, hcra) if direction == "focal->hcra" else (hcra, {})
     source = _model("atss_resnet18_fpn", num_classes=2, seed=5, **src_kw)
-    for key, value in source.state_dict().items():  # recognisable source values, loss state included
+    for value in source.state_dict().values():  # recognisable source values, loss state included
         if value.is_floating_point():
             value.add_(1.5)
     target = _model("atss_resnet18_fpn", num_classes=2, seed=6, **dst_kw)
