@@ -21,8 +21,8 @@ from pathlib import Path
 def noise(folder: Path) -> list[str]:
     summary = json.loads((folder / "ablation.json").read_text())
     variants = summary["variants"]
-    aps = {v["name"]: [100 * r["metrics"]["AP"] for r in v["runs"] if r["finished"]] for v in variants}
     by_seed = {v["name"]: {r["seed"]: 100 * r["metrics"]["AP"] for r in v["runs"] if r["finished"]} for v in variants}
+    aps = {name: list(seeds.values()) for name, seeds in by_seed.items()}
     spread = [statistics.variance(a) for a in aps.values() if len(a) > 1 and any(a)]
     pooled = math.sqrt(statistics.mean(spread))
     n = min(len(a) for a in aps.values())
@@ -36,9 +36,9 @@ def noise(folder: Path) -> list[str]:
         delta = statistics.mean(aps[v["name"]]) - base
         mine, theirs = by_seed[v["name"]], by_seed[summary["baseline"]]
         paired = [mine[s] - theirs[s] for s in mine if s in theirs]
-        spread = f" ± {statistics.stdev(paired):.2f}" if len(paired) > 1 else ""
+        paired_sd = f" ± {statistics.stdev(paired):.2f}" if len(paired) > 1 else ""
         lines.append(f"  {v['label']:<50} ΔAP {delta:+6.2f}  z {delta / se:+5.1f}  "
-                     f"per-seed Δ {', '.join(f'{d:+.1f}' for d in paired)} (mean {statistics.mean(paired):+.2f}{spread})")
+                     f"per-seed Δ {', '.join(f'{d:+.1f}' for d in paired)} (mean {statistics.mean(paired):+.2f}{paired_sd})")
     return lines
 
 

@@ -83,11 +83,10 @@ def transfer_state_dict(
     layers = _layers(model)
     prefixes = {layer.prefix for layer in layers}
     own = model.state_dict()
-    fresh = _training_state_prefixes(model)
-    state_dict = {k: v for k, v in state_dict.items() if not _under(k, fresh)}
+    state_dict = with_fresh_state(model, state_dict, training_state_prefixes(model))
     dst_names = list(getattr(model, "label_names", None) or [])
     src_names = list(src_label_names or [])
-    missing = [k for k in own if k not in state_dict and not _in_layers(k, prefixes) and not _under(k, fresh)]
+    missing = [k for k in own if k not in state_dict and not _in_layers(k, prefixes)]
     unexpected = [k for k in state_dict if k not in own]
     bad_shapes = [
         k for k, v in state_dict.items() if k in own and own[k].shape != v.shape and not _in_layers(k, prefixes)
@@ -103,7 +102,6 @@ def transfer_state_dict(
         )
     matched = [(d, src_names.index(n)) for d, n in enumerate(dst_names) if n in src_names]
     new_state = {k: v for k, v in state_dict.items() if not _in_layers(k, prefixes)}
-    new_state.update({k: v for k, v in own.items() if _under(k, fresh)})
     with torch.no_grad():
         for layer in layers:
             w_key, b_key = f"{layer.prefix}.weight", f"{layer.prefix}.bias"
@@ -125,16 +123,29 @@ def transfer_state_dict(
     return {"copied_classes": copied, "reinitialised": sorted(prefixes)}
 
 
-def _training_state_prefixes(model: nn.Module) -> tuple[str, ...]:
-    """``("head.cls_loss.", "head.balancer.", ...)``: the submodules that are losses or balancers."""
+def training_state_prefixes(model: nn.Module, slots: Sequence[str] | None = None) -> tuple[str, ...]:
+    """``("head.cls_loss.", "head.balancer.", ...)``: the submodules that are losses or balancers.
+
+    ``slots`` keeps only those whose attribute name is listed (``["cls_loss"]``).
+    """
     from ..balancers._base import Balancer
     from ..losses._base import _LossBase
 
-    return tuple(f"{name}." for name, m in model.named_modules() if name and isinstance(m, (_LossBase, Balancer)))
+    return tuple(
+        f"{name}." for name, m in model.named_modules()
+        if name and isinstance(m, (_LossBase, Balancer)) and (slots is None or name.rsplit(".", 1)[-1] in slots)
+    )
 
 
-def _under(key: str, prefixes: tuple[str, ...]) -> bool:
-    return key.startswith(prefixes)
+def with_fresh_state(model: nn.Module, state: Mapping[str, Tensor], prefixes: tuple[str, ...]) -> dict[str, Tensor]:
+    """``state`` with every key under ``prefixes`` replaced by ``model``'s own (initial) value.
+
+    Keys of ``state`` under ``prefixes`` are dropped, whatever component wrote them.
+    """
+    own = model.state_dict()
+    out = {k: v for k, v in state.items() if not k.startswith(prefixes)}
+    out.update({k: v for k, v in own.items() if k.startswith(prefixes)})
+    return out
 
 
 def _in_layers(key: str, prefixes: set[str]) -> bool:

@@ -25,7 +25,7 @@ import io
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +128,7 @@ def build_model(
     Same classes: every key and shape must match (strict). Other ``num_classes`` or
     ``label_names``: the fine-tuning transfer of :func:`~lossreg.detectors.finetune.transfer_state_dict`.
     """
-    from ..detectors.finetune import transfer_state_dict
+    from ..detectors.finetune import training_state_prefixes, transfer_state_dict, with_fresh_state
 
     args = dict(config["model_args"])
     src_names = config.get("label_names")
@@ -149,7 +149,7 @@ def build_model(
     model = get_registry("detector").create(config["architecture"], **{**args, **kwargs})
     swapped = [k for k in _COMPONENT_STATE if k in kwargs]
     if swapped:  # a swapped loss or balancer starts with fresh state
-        state = _swap_component_state(model, state, swapped)
+        state = with_fresh_state(model, state, training_state_prefixes(model, swapped))
     if finetune:
         report = transfer_state_dict(model, state, src_names)
         logger.info(
@@ -162,24 +162,9 @@ def build_model(
     return model
 
 
-#: Module names whose buffers are training state of a component (a loss's GHM histogram,
+#: Recipe slots of components whose buffers are training state (a loss's GHM histogram,
 #: a balancer's running statistics), not weights of the network.
 _COMPONENT_STATE = ("cls_loss", "reg_loss", "quality_loss", "assigner", "balancer")
-
-
-def _swap_component_state(model: nn.Module, state: Mapping[str, Tensor], swapped: Sequence[str]) -> dict[str, Tensor]:
-    """``state`` fitted to ``model`` after components in ``swapped`` were replaced by overrides.
-
-    The replaced components' buffers are dropped and the new ones keep their
-    initial values; every network weight still has to match.
-    """
-    def owned(key: str) -> bool:
-        return any(part in swapped for part in key.split(".")[:-1])
-
-    own = model.state_dict()
-    out = {k: v for k, v in state.items() if not owned(k)}
-    out.update({k: v for k, v in own.items() if owned(k)})
-    return out
 
 
 def load_folder(folder: str | os.PathLike[str], source: str | None = None, **kwargs: Any) -> nn.Module:
