@@ -74,6 +74,17 @@ def test_hcral_retinanet_losses():
             assert r.model.reg_loss.params["gamma"] == 1.2
 
 
+def test_dr_recipe_follows_the_authors():
+    # idstcv/DR_loss: SigmoidDRLoss (batch-pooled, tau 4) with configs/dr_retina/dr_R-50-FPN_1x.yaml's
+    # BG_IOU_THRESHOLD 0.5, PRIOR_PROB 0.5 and INFERENCE_TH 0.2.
+    r = lossreg.load_recipe("retinanet_r50_dr_l1")
+    assert r.model.cls_loss.name == "dr"
+    loss = lossreg.create_loss("dr", **r.model.cls_loss.params)
+    assert (loss.tau, loss.grouping, loss.margin, loss.L) == (4.0, "batch", 0.5, 6.0)
+    assert r.model.assigner.params["neg_iou_thr"] == r.model.assigner.params["pos_iou_thr"] == 0.5
+    assert r.model.head.params["prior_prob"] == 0.5 and r.eval.score_thr == 0.2
+
+
 def test_hcral_atss_losses():
     rs = _load(HCRAL_ATSS)
     assert {r.model.arch for r in rs.values()} == {"atss"}

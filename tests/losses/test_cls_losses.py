@@ -59,6 +59,7 @@ def test_documented_defaults() -> None:
     assert params["vfl"]["alpha"] == 0.75 and params["vfl"]["gamma"] == 2.0
     assert params["dr"]["margin"] == 0.5 and params["dr"]["lambda_pos"] == 1.0 and params["dr"]["L"] == 6.0
     assert params["dr"]["lambda_neg"] == pytest.approx(0.1 / math.log(3.5))
+    assert params["dr"]["tau"] == 4.0 and params["dr"]["grouping"] == "batch"
     hc = params["hcra_c"]
     assert (hc["theta"], hc["bins"], hc["momentum"], hc["mu"], hc["alpha"]) == (5.0, 20, 0.75, 0.7, 0.1)
     assert hc["rci_mode"] == "consistent"
@@ -241,36 +242,86 @@ def test_hcra_c_paper_mode_starves_positives_at_init() -> None:
     assert (logits.grad[pos, labels[pos]] < 0).all()
 
 
-def test_dr_hand_computed_single_image() -> None:
-    # Rows: [2, -2] label 0, [0.3, -3] background, [1, -1] label 1, [-0.5, 0.5] label 0 (one image).
-    # class 0: positives p = s(2), s(-0.5) = 0.880797, 0.377541; w = softmax(-p / 1) ->
-    #   P+ = 0.567155458; negatives p = s(0.3), s(1) = 0.574443, 0.731059; w = softmax(p / (0.1 / ln 3.5))
-    #   -> P- = 0.711756004; loss = ln(1 + e^(6 (P- - P+ + 0.5))) / 6 = 0.648049352
-    # class 1: positive p = s(-1) -> P+ = 0.268941421; negatives s(-2), s(-3), s(0.5) -> P- = 0.621115225
-    #   -> loss 0.853173755;  mean over the 2 groups = 0.750611554
+def _authors_sigmoid_dr(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """The authors' ``SigmoidDRLoss.forward`` (idstcv/DR_loss, sigmoid_dr_loss.py), re-typed from reading it.
+
+    Their targets are 1..C for a class, 0 background, -1 ignored; ours 0..C-1, C, -1.
+    """
+    pos_lambda, neg_lambda, L, tau, margin = 1.0, 0.1 / math.log(3.5), 6.0, 4.0, 0.5
+    targets = torch.where(labels == num_classes, 0, torch.where(labels >= 0, labels + 1, labels))
+    class_range = torch.arange(1, num_classes + 1).unsqueeze(0)
+    t = targets.unsqueeze(1)
+    pos_ind = t == class_range
+    neg_ind = (t != class_range) * (t >= 0)
+    pos_prob = logits[pos_ind].sigmoid()
+    neg_prob = logits[neg_ind].sigmoid()
+    neg_q = F.softmax(neg_prob / neg_lambda, dim=0)
+    neg_dist = torch.sum(neg_q * neg_prob)
+    if pos_prob.numel() > 0:
+        pos_q = F.softmax(-pos_prob / pos_lambda, dim=0)
+        pos_dist = torch.sum(pos_q * pos_prob)
+        return tau * torch.log(1.0 + torch.exp(L * (neg_dist - pos_dist + margin))) / L
+    return tau * torch.log(1.0 + torch.exp(L * (neg_dist - 1.0 + margin))) / L
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("with_positives", [True, False])
+def test_dr_matches_authors_sigmoid_dr_loss(seed: int, with_positives: bool) -> None:
+    # Default DRLoss = the authors' loss: all positives and negatives of the batch pooled, P+ = 1
+    # without positives, times tau = 4; values and gradients.
+    c = 4
+    gen = torch.Generator().manual_seed(seed)
+    logits = (torch.randn(40, c, generator=gen, dtype=torch.float64) * 3).requires_grad_()
+    labels = torch.randint(0, c + 1, (40,), generator=gen)
+    labels[::7] = -1
+    if not with_positives:
+        labels = torch.where(labels >= 0, c, -1)
+    ref = _authors_sigmoid_dr(logits, labels, c)
+    (g_ref,) = torch.autograd.grad(ref, logits)
+    ours = DRLoss()(logits, labels, avg_factor=17.0)  # avg_factor is ignored, as the authors' loss has none
+    (g_ours,) = torch.autograd.grad(ours, logits)
+    torch.testing.assert_close(ours, ref.to(ours.dtype), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(g_ours, g_ref.to(g_ours.dtype), rtol=1e-5, atol=1e-7)
+
+
+def test_dr_hand_computed_batch() -> None:
+    # Rows: [2, -2] label 0, [0.3, -3] background, [1, -1] label 1, [-0.5, 0.5] label 0, [9, -9] ignored.
+    # Positives s(2), s(-1), s(-0.5) = 0.880797, 0.268941, 0.377541; w = softmax(-p) -> P+ = 0.444908202.
+    # Negatives s(-2), s(0.3), s(-3), s(1), s(0.5); w = softmax(p / (0.1 / ln 3.5)) -> P- = 0.695077761.
+    # loss = 4 * ln(1 + e^(6 (P- - P+ + 0.5))) / 6 = 3.008035949.
     logits = torch.tensor([[2.0, -2.0], [0.3, -3.0], [1.0, -1.0], [-0.5, 0.5], [9.0, -9.0]])
-    labels = torch.tensor([0, 2, 1, 0, -1])  # the last row is ignored
+    labels = torch.tensor([0, 2, 1, 0, -1])
     out = DRLoss(reduction="none")(logits, labels)
-    torch.testing.assert_close(out, torch.tensor([[0.64804935240, 0.85317375534]]), rtol=1e-5, atol=1e-7)
-    assert DRLoss()(logits, labels, avg_factor=50.0).item() == pytest.approx(0.75061155387, rel=1e-5)
-    assert DRLoss(reduction="sum")(logits, labels).item() == pytest.approx(1.50122310774, rel=1e-5)
-    # Explicit single-image ids take the scatter path and must agree with the default path.
-    one_image = DRLoss(reduction="none")(logits, labels, image_ids=torch.zeros(5, dtype=torch.long))
-    torch.testing.assert_close(one_image, out)
+    torch.testing.assert_close(out, torch.tensor([3.00803594921]), rtol=1e-5, atol=1e-7)
+    for reduction in ("mean", "sum"):
+        assert DRLoss(reduction=reduction)(logits, labels).item() == pytest.approx(3.00803594921, rel=1e-5)
+    # tau scales the loss; image_ids do not change the batch grouping.
+    assert DRLoss(tau=1.0)(logits, labels).item() == pytest.approx(3.00803594921 / 4, rel=1e-5)
+    ids = torch.tensor([0, 0, 1, 1, 1])
+    assert DRLoss()(logits, labels, image_ids=ids).item() == pytest.approx(3.00803594921, rel=1e-5)
+    # No positive at all (background rows only): P+ = 1. Row [0.3, -3]: P- = 0.573728175 -> 0.625730743.
+    bg = DRLoss()(logits[1:2], labels[1:2])
+    assert bg.item() == pytest.approx(0.62573074308, rel=1e-5)
 
 
-def test_dr_hand_computed_per_image_and_missing_positives() -> None:
-    # image_ids [0, 0, 1, 1]. Image 0, class 0: P+ = s(2) = 0.880797, P- = s(0.3) = 0.574443 -> 0.239018471.
-    # Image 0, class 1 has no positive: P+ = 0, negatives s(-2), s(-3) -> P- = 0.098443873 -> 0.602978299.
-    # Image 1, class 0: P+ = s(-0.5) = 0.377541, P- = s(1) = 0.731059 -> 0.854509854.
-    # Image 1, class 1: P+ = s(-1) = 0.268941, P- = s(0.5) = 0.622459 -> 0.854509854. Mean of 4 = 0.637754119.
+def test_dr_hand_computed_per_image() -> None:
+    # grouping="image", image_ids [0, 0, 1, 1] (classes pooled within an image).
+    # Image 0: P+ = s(2) = 0.880797; negatives s(-2), s(0.3), s(-3) -> P- = 0.572219098 -> 0.949310605.
+    # Image 1: positives s(-1), s(-0.5) -> P+ = 0.320295490; negatives s(1), s(0.5) -> P- = 0.708886903
+    #   -> 3.557582263. Mean of the 2 images = 2.253446434.
     logits = torch.tensor([[2.0, -2.0], [0.3, -3.0], [1.0, -1.0], [-0.5, 0.5]])
     labels = torch.tensor([0, 2, 1, 0])
     image_ids = torch.tensor([0, 0, 1, 1])
-    out = DRLoss(reduction="none")(logits, labels, image_ids=image_ids)
-    expected = torch.tensor([[0.23901847075, 0.60297829918], [0.85450985350, 0.85450985350]])
-    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-7)
-    assert DRLoss()(logits, labels, image_ids=image_ids).item() == pytest.approx(0.63775411923, rel=1e-5)
+    loss = DRLoss(grouping="image", reduction="none")
+    out = loss(logits, labels, image_ids=image_ids)
+    torch.testing.assert_close(out, torch.tensor([0.94931060497, 3.55758226258]), rtol=1e-5, atol=1e-7)
+    mean = DRLoss(grouping="image")(logits, labels, image_ids=image_ids)
+    assert mean.item() == pytest.approx(2.25344643377, rel=1e-5)
+    # An image id with no rows is an empty group: 0 and not counted in the mean.
+    gap = DRLoss(grouping="image")(logits, labels, image_ids=torch.tensor([0, 0, 2, 2]))
+    assert gap.item() == pytest.approx(2.25344643377, rel=1e-5)
+    with pytest.raises(ValueError, match="image_ids"):
+        loss(logits, labels)
 
 
 def test_dr_gradcheck_float64() -> None:
@@ -402,6 +453,8 @@ def test_bad_parameters_rejected() -> None:
         GHMCLoss(bins=0)
     with pytest.raises(ValueError, match="lambda_neg"):
         DRLoss(lambda_neg=0.0)
+    with pytest.raises(ValueError, match="grouping"):
+        DRLoss(grouping="image_class")
     with pytest.raises(ValueError, match="gamma"):
         lossreg.create_loss("focal", gamma=-1.0)
 

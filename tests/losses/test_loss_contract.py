@@ -25,10 +25,10 @@ REG = [n for n in ALL if INFO[n]["task"] == "reg"]
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 # Documented deviations from api.md section 2 (each stated in the loss's own docstring):
-# normalisation built into the loss, so "mean" ignores avg_factor (GHM's code; DR's per-group mean).
+# normalisation built into the loss, so "mean" ignores avg_factor (GHM's code; DR is an expectation).
 AVG_FACTOR_BUILT_IN = {"ghm_c", "hcra_c", "dr"}
 # What reduction="none" returns when it is not the [N, C] elements: "rows" [N] (softmax ce),
-# "groups" [G, C] per image and class (dr; G = 1 without image_ids).
+# "groups" [G] per group (dr: G = 1 with its default batch grouping, the authors' loss).
 NONE_SHAPE = {"ce": "rows", "dr": "groups"}
 
 NUM_CLASSES = 3
@@ -164,13 +164,13 @@ def test_state_lives_in_state_dict(name):
 
 def _cls_expected_none_shape(name: str, n: int) -> tuple[int, ...]:
     kind = NONE_SHAPE.get(name, "elements")
-    return {"elements": (n, NUM_CLASSES), "rows": (n,), "groups": (1, NUM_CLASSES)}[kind]
+    return {"elements": (n, NUM_CLASSES), "rows": (n,), "groups": (1,)}[kind]
 
 
 def _cls_mean_denominator(name: str, labels: torch.Tensor) -> float:
     n_valid = int((labels >= 0).sum())
     kind = NONE_SHAPE.get(name, "elements")
-    return {"elements": n_valid * NUM_CLASSES, "rows": n_valid, "groups": NUM_CLASSES}[kind]
+    return {"elements": n_valid * NUM_CLASSES, "rows": n_valid, "groups": 1}[kind]
 
 
 @pytest.mark.parametrize("name", CLS)
