@@ -140,14 +140,15 @@ def test_l1_and_smooth_l1_hand_computed():
     torch.testing.assert_close(lossreg.create_loss("l1")(pred, target), torch.tensor(3.55 / 2))
 
 
-# hcra_r on rows B (score 0.8) and A (score 0.0), defaults gamma 1.2, alpha 0.1, ep 0.001, m 0.01:
-#   B: q = 0.5, R = 0.05, giou 0.5. s + alpha - q = 0.4 >= 0, s' = 0.9: A = 0.81 + 0.25 + 0.001 = 1.061,
-#      B = 0.9 + 0.001 = 0.901, RCI = A / B = 1.1775805; t = exp(-0.25 / 1.2) = 0.8119359,
+# hcra_r on rows B (score 0.8) and A (score 0.0), defaults gamma 1.2, alpha -0.1, ep 0.001, m 0.01:
+#   B: q = 0.5, R = 0.05, giou 0.5. s + alpha - q = 0.2 >= 0, s' = 0.7: A = 0.49 + 0.25 + 0.001 = 0.741,
+#      B = 0.7 + 0.001 = 0.701, RCI = A / B = 1.0570613; t = exp(-0.25 / 1.2) = 0.8119359,
 #      CF = t * exp(0.05) * 0.5 = 0.4267826.
-#   A: q = 1/7, R = 1/9, giou = 1 - 1/7 + 2/9 = 1.0793651. s + alpha - q = -0.0428571 < 0, s' = 0.1:
-#      A = 0.01 + 1/49 + 0.001 = 0.0314082, B = 0.2/7 + 0.001 = 0.0295714, RCI = B / A = 0.9415205;
+#   A: q = 1/7, R = 1/9, giou = 1 - 1/7 + 2/9 = 1.0793651. s + alpha = -0.1 < q, s' = 0:
+#      A = 0 + 1/49 + 0.001 = 0.0214082, B = 0 + 0.001, RCI = B / A = 0.0467112;
 #      t = exp(-(1/49) / 1.2) = 0.9831369, CF = t * exp(1/9) / 7 = 0.1569535.
-#   mean RCI = 1.0595505; step 1: r = 0.99 + 0.01 * 1.0595505 = 1.0005955; step 2: r = 1.0011851.
+#   Both rows have CF > 0: mean RCI = 0.5518862; step 1: r = 0.99 + 0.01 * 0.5518862 = 0.9955189;
+#   step 2: r = 0.9910825.
 HCRA_PRED = torch.tensor([[0.0, 0, 4, 2], [0, 0, 2, 2]])
 HCRA_TARGET = torch.tensor([[0.0, 0, 2, 2], [1, 1, 3, 3]])
 HCRA_SCORES = torch.tensor([0.8, 0.0])
@@ -156,32 +157,32 @@ HCRA_SCORES = torch.tensor([0.8, 0.0])
 def test_hcra_r_weights_hand_computed_both_rci_branches():
     loss = lossreg.create_loss("hcra_r")
     rci, cf = loss.weights(BoxPairGeometry(HCRA_PRED, HCRA_TARGET), HCRA_SCORES)
-    torch.testing.assert_close(rci, torch.tensor([1.1775805, 0.9415205]))
+    torch.testing.assert_close(rci, torch.tensor([1.0570613, 0.0467112]))
     torch.testing.assert_close(cf, torch.tensor([0.4267826, 0.1569535]))
     assert rci[0] > 1 > rci[1]  # region 1 boosts, region 2 damps
-    # Disjoint pair C (q = 0) with s = 0.5: s' = 0.6, A = 0.36 + 0.001, B = 0.001, RCI = 361 (ep bounds it),
+    # Disjoint pair C (q = 0) with s = 0.5: s' = 0.4, A = 0.16 + 0.001, B = 0.001, RCI = 161 (ep bounds it),
     # but CF = t * exp(0.4) * 0 = 0, so the row contributes nothing.
     rci, cf = loss.weights(BoxPairGeometry(PRED[2:], TARGET[2:]), torch.tensor([0.5]))
-    torch.testing.assert_close(rci, torch.tensor([361.0]))
+    torch.testing.assert_close(rci, torch.tensor([161.0]))
     assert cf.item() == 0.0
 
 
 def test_hcra_r_running_mean_update_and_row_losses():
     loss = loss_fn("hcra_r")
     assert loss.training and loss.running_mean.item() == 1.0
-    # Step 1: rows (RCI / r) * CF * giou = 1.1775805 / 1.0005955 * 0.4267826 * 0.5 and
-    # 0.9415205 / 1.0005955 * 0.1569535 * 1.0793651.
+    # Step 1: rows (RCI / r) * CF * giou = 1.0570613 / 0.9955189 * 0.4267826 * 0.5 and
+    # 0.0467112 / 0.9955189 * 0.1569535 * 1.0793651.
     out = loss(HCRA_PRED, HCRA_TARGET, scores=HCRA_SCORES)
-    torch.testing.assert_close(loss.running_mean, torch.tensor(1.0005955))
-    torch.testing.assert_close(out, torch.tensor([0.2511359, 0.1594082]))
+    torch.testing.assert_close(loss.running_mean, torch.tensor(0.9955189))
+    torch.testing.assert_close(out, torch.tensor([0.2265830, 0.0079490]))
     out = loss(HCRA_PRED, HCRA_TARGET, scores=HCRA_SCORES)
-    torch.testing.assert_close(loss.running_mean, torch.tensor(1.0011851))
-    torch.testing.assert_close(out, torch.tensor([0.2509880, 0.1593143]))
-    # Eval: r is used (1.0011851) but not updated.
+    torch.testing.assert_close(loss.running_mean, torch.tensor(0.9910825))
+    torch.testing.assert_close(out, torch.tensor([0.2275973, 0.0079845]))
+    # Eval: r is used (0.9910825) but not updated.
     loss.eval()
     out = loss(HCRA_PRED, HCRA_TARGET, scores=HCRA_SCORES)
-    torch.testing.assert_close(loss.running_mean, torch.tensor(1.0011851))
-    torch.testing.assert_close(out, torch.tensor([0.2509880, 0.1593143]))
+    torch.testing.assert_close(loss.running_mean, torch.tensor(0.9910825))
+    torch.testing.assert_close(out, torch.tensor([0.2275973, 0.0079845]))
 
 
 def test_hcra_r_gamma_none_and_score_clamp():
@@ -189,12 +190,25 @@ def test_hcra_r_gamma_none_and_score_clamp():
     loss = lossreg.create_loss("hcra_r", gamma=None, reduction="none").eval()
     rci, cf = loss.weights(BoxPairGeometry(HCRA_PRED, HCRA_TARGET), HCRA_SCORES)
     torch.testing.assert_close(cf, torch.tensor([0.5256355, 0.1596456]))
-    torch.testing.assert_close(loss(HCRA_PRED, HCRA_TARGET, scores=HCRA_SCORES), torch.tensor([0.3094891, 0.1622389]))
+    # r = 1 (fresh, eval): rows RCI * CF * giou = 1.0570613 * 0.5256355 * 0.5, 0.0467112 * 0.1596456 * 1.0793651.
+    torch.testing.assert_close(loss(HCRA_PRED, HCRA_TARGET, scores=HCRA_SCORES), torch.tensor([0.2778145, 0.0080491]))
     # alpha = -0.2, s = 0 on B: s + alpha = -0.2 clamps to s' = 0, region 2 (s + alpha - q < 0):
     # A = 0 + 0.25 + 0.001, B = 0 + 0.001, RCI = B / A = 0.0039841 (> 0, not negative).
     shifted = lossreg.create_loss("hcra_r", alpha=-0.2)
     rci, _ = shifted.weights(BoxPairGeometry(HCRA_PRED[:1], HCRA_TARGET[:1]), torch.tensor([0.0]))
     torch.testing.assert_close(rci, torch.tensor([0.0039841]))
+
+
+def test_hcra_r_default_alpha_is_table_3s_best():
+    # HCRAL Table 3 sweeps alpha in {0, -0.1, -0.2}; its best row (-0.1, ep 0.001, 37.4 AP) is Table 9's
+    # HCRA-R number. The text's +0.1 stays available: B has s' = 0.9, A = 0.81 + 0.25 + 0.001 = 1.061,
+    # B = 0.901 -> RCI 1.1775805; A has s' = 0.1, s + alpha - q = -0.0428571 < 0, A = 0.0314082,
+    # B = 0.0295714 -> RCI 0.9415205 (no clamp for a positive alpha).
+    params = lossreg.component_info("loss", "hcra_r")["params"]
+    assert (params["alpha"], params["ep"], params["gamma"]) == (-0.1, 0.001, 1.2)
+    text = lossreg.create_loss("hcra_r", alpha=0.1)
+    rci, _ = text.weights(BoxPairGeometry(HCRA_PRED, HCRA_TARGET), HCRA_SCORES)
+    torch.testing.assert_close(rci, torch.tensor([1.1775805, 0.9415205]))
 
 
 def test_hcra_r_state_dict_and_eval():
