@@ -6,6 +6,7 @@ import pytest
 
 import lossreg
 from lossreg import _factory
+from lossreg._registry import models as _models
 from lossreg._factory import ModelName, PretrainedCfg, parse_model_name
 
 
@@ -55,9 +56,9 @@ def toy_model():
     _factory.register_model("_toy_resnet18_fpn")(entry)
     cfg = _factory.register_pretrained(PretrainedCfg("_toy_resnet18_fpn", "demo", hf_hub_id="lossreg/toy"))
     yield calls
-    _factory._MODELS.pop("_toy_resnet18_fpn")
-    _factory._PRETRAINED.pop(cfg.name)
-    _factory._DEFAULT_TAGS.pop("_toy_resnet18_fpn")
+    _models._MODELS.pop("_toy_resnet18_fpn")
+    _models._PRETRAINED.pop(cfg.name)
+    _models._DEFAULT_TAGS.pop("_toy_resnet18_fpn")
 
 
 def test_create_model_entry_point_and_tags(toy_model):
@@ -84,17 +85,10 @@ def test_unknown_model_suggests(toy_model):
     assert "did you mean '_toy_resnet18_fpn'" in str(exc.value)
 
 
-def test_hub_names_need_hub_support(monkeypatch):
-    monkeypatch.setattr(_factory, "_SOURCES", {})
-    with pytest.raises(RuntimeError, match="hub support"):
-        lossreg.create_model("hf-hub:owner/repo")
-
-
 def test_sources_receive_parsed_names(monkeypatch):
     seen = {}
-    monkeypatch.setattr(_factory, "_SOURCES", {})
-    _factory.register_source("hf-hub", lambda parsed, **kw: seen.setdefault("hub", (parsed, kw)))
-    _factory.register_source("local-dir", lambda parsed, **kw: seen.setdefault("dir", (parsed, kw)))
+    monkeypatch.setattr(_factory, "load_hf_hub", lambda parsed, **kw: seen.setdefault("hub", (parsed, kw)))
+    monkeypatch.setattr(_factory, "load_local_dir", lambda parsed, **kw: seen.setdefault("dir", (parsed, kw)))
     lossreg.create_model("hf-hub:o/r@main", num_classes=4, label_names=None)
     lossreg.create_model("local-dir:some/dir")
     assert seen["hub"] == (ModelName("hf-hub", repo_id="o/r", revision="main"), {"num_classes": 4})
@@ -103,7 +97,7 @@ def test_sources_receive_parsed_names(monkeypatch):
 
 def test_recipe_names_are_model_names(monkeypatch):
     calls = []
-    monkeypatch.setattr(_factory, "_SOURCES", {"recipe": lambda name, **kw: calls.append((name, kw)) or "built"})
+    monkeypatch.setattr(_factory, "build_from_recipe", lambda name, **kw: calls.append((name, kw)) or "built")
     assert lossreg.create_model("quickstart", num_classes=2) == "built"
     assert calls == [("quickstart", {"pretrained": False, "num_classes": 2})]
     assert "quickstart" in lossreg.list_models(include_recipes=True)

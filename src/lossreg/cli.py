@@ -20,9 +20,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from . import __version__
-from ._factory import list_models, list_pretrained
-from ._registry import KINDS, REQUIRED, UnknownComponentError, component_info, list_components
+from ._factory import list_models
+from ._registry import KINDS, REQUIRED, UnknownComponentError, component_info, list_components, list_pretrained
+from ._version import __version__
 from .hub import HubError
 from .recipe import RecipeError, find_recipe, list_recipes, load_recipe
 
@@ -59,7 +59,7 @@ def _names(kind: str, pattern: str | None, describe: bool) -> list[Any]:
 
 
 def _pretrained_description(name: str) -> str:
-    from ._factory import get_pretrained_cfg
+    from ._registry import get_pretrained_cfg
 
     cfg = get_pretrained_cfg(*name.rsplit(".", 1))
     metrics = " ".join(f"{k}={v:.3f}" for k, v in cfg.metrics.items())
@@ -160,18 +160,6 @@ _TRAIN_EPILOG = """examples:
 """
 
 
-def _run_folder_of(checkpoint: str) -> str | None:
-    """The run folder a ``--resume PATH`` belongs to (``PATH`` itself, or ``<run>/checkpoints/<file>``'s run)."""
-    from pathlib import Path
-
-    path = Path(checkpoint)
-    if path.is_dir():
-        return str(path.parent) if path.name == "checkpoints" else str(path)
-    if path.parent.name == "checkpoints":
-        return str(path.parent.parent)
-    return None
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from .engine import distributed
     from .engine.trainer import Trainer
@@ -181,7 +169,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if resume is True and output is None:
         raise CliError("--resume without a PATH continues the run in --output DIR; give one of them")
     if isinstance(resume, str) and output is None:
-        output = _run_folder_of(resume)
+        from .engine.runs import run_folder_of
+
+        found = run_folder_of(resume)
+        output = str(found) if found is not None else None
         if output is None:
             raise CliError(f"cannot tell the run folder of {resume!r}; give --output DIR")
     try:
@@ -210,20 +201,13 @@ def _stamp() -> str:
     return datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
-def _is_run_folder(path: Any) -> bool:
-    from pathlib import Path
-
-    p = Path(path)
-    return p.is_dir() and (p / "recipe.yaml").is_file() and ((p / "model").is_dir() or (p / "checkpoints").is_dir())
-
-
 def _load_for_eval(spec: str, weights: str | None, overrides: Sequence[str]) -> Any:
     """The model ``lossreg eval``/``predict`` runs: ``load_model(spec)``, or with ``--weights``
     the detector of the recipe ``spec`` (a run folder means its recipe.yaml) with those weights."""
     from pathlib import Path
 
+    from .engine.runs import find_weights, load_model, load_recipe_weights
     from .hub import HubError
-    from .hub.load import load_model
 
     if spec.startswith(("/", "./", "../", "~")) and not Path(spec).expanduser().exists():
         raise CliError(f"{spec}: no such run or model folder")
@@ -234,8 +218,6 @@ def _load_for_eval(spec: str, weights: str | None, overrides: Sequence[str]) -> 
                 model.recipe = load_recipe(model.recipe, overrides=overrides, validate=False)
             return model
         from .data import read_dataset
-        from .engine.evaluate import find_weights
-        from .hub.load import load_recipe_weights
 
         source = Path(spec) / "recipe.yaml" if Path(spec).is_dir() else spec
         recipe = load_recipe(source, overrides=overrides)
@@ -266,6 +248,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .data import DetectionDataset, build_transforms
     from .engine.eval_folder import evaluate_to_folder, match_labels, model_image_size, open_eval_data
     from .engine.evaluate import METRIC_KEYS
+    from .engine.runs import is_run_folder
     from .engine.trainer import resolve_device
 
     model = _load_for_eval(args.model, args.weights, args.set or ())
@@ -281,7 +264,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise CliError("the model does not say which image size it was trained at; give --image-size N")
     if args.output:
         out = Path(args.output)
-    elif _is_run_folder(args.model):  # with --weights, a checkpoint's own folder: eval-val-epoch_0003
+    elif is_run_folder(args.model):  # with --weights, a checkpoint's own folder: eval-val-epoch_0003
         tag = f"-{model.weights_path.stem}" if args.weights else ""
         out = Path(args.model) / f"eval-{found.name}{tag}"
     else:
@@ -412,10 +395,11 @@ _PUSH_EPILOG = """examples:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
+    from .engine.runs import model_folder
     from .hub import push_folder
 
     info = push_folder(
-        args.folder, args.repo_id, token=args.token, private=args.private, revision=args.revision,
+        model_folder(args.folder), args.repo_id, token=args.token, private=args.private, revision=args.revision,
         commit_message=args.message, endpoint=args.endpoint,
     )
     print(f"published {args.folder} -> {info.commit_url}")

@@ -381,7 +381,7 @@ def _validate(recipe: Recipe) -> None:
     if model.num_classes is not None and model.num_classes < 1:
         raise RecipeError(f"must be >= 1, got {model.num_classes}", "model.num_classes")
     if model.weights is not None:
-        from ._factory import parse_model_name
+        from ._registry import parse_model_name
 
         try:
             parse_model_name(model.weights)

@@ -9,7 +9,7 @@ from torchvision.ops import box_iou
 
 import lossreg
 from lossreg.assigners import max_iou as max_iou_module
-from lossreg.assigners._base import iou_matrix, paired_box_iou
+from lossreg.ops.geometry import iou_matrix, paired_box_iou
 
 
 def _t(rows: list[list[float]]) -> torch.Tensor:

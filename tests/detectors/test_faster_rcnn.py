@@ -11,7 +11,7 @@ from lossreg.detectors.finetune import cls_output_layers
 from lossreg.heads.roi_box import RoIBoxHead
 from lossreg.heads.rpn import RPNHead
 from lossreg.losses._base import ClsLoss
-from lossreg.ops.iou import aligned_box_iou
+from lossreg.ops.geometry import aligned_box_iou
 from lossreg.ops.sampler import RandomSampler
 
 SIZE = 128

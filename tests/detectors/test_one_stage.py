@@ -228,9 +228,9 @@ def test_pretrained_without_published_weights():
     with pytest.raises(lossreg.UnknownComponentError, match="unknown pretrained weights 'fcos_resnet18_fpn'.*list pretrained"):
         lossreg.create_model("fcos_resnet18_fpn", pretrained=True, num_classes=3)
     with pytest.raises(RuntimeError, match="no published weights are registered"):
-        from lossreg.detectors._models import build_detector
+        from lossreg._factory import load_pretrained
 
-        build_detector("atss", pretrained=True, num_classes=3, backbone="resnet18")
+        load_pretrained(None, arch="atss", num_classes=3, backbone="resnet18")
 
 
 def test_recipe_names_build_their_model(tmp_path):

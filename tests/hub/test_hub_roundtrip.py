@@ -13,6 +13,7 @@ from huggingface_hub.utils import _http as hf_http
 
 import lossreg
 from lossreg import _factory
+from lossreg._registry import models as _models
 from lossreg.hub import HubError, push_folder, push_to_hub, save_pretrained
 
 REPO = "lossreg-tests/tiny-atss"
@@ -145,7 +146,7 @@ def tag(monkeypatch):
 
     lossreg.list_models()  # the built-in entry points are registered before the copies below
     for name in ("_MODELS", "_PRETRAINED", "_DEFAULT_TAGS"):
-        monkeypatch.setattr(_factory, name, dict(getattr(_factory, name)))
+        monkeypatch.setattr(_models, name, dict(getattr(_models, name)))
     register_arch_models("atss", ("test_resnet",))  # atss_test_resnet_fpn, the tiny models' entry point
     cfg = lossreg.PretrainedCfg(model="atss_test_resnet_fpn", tag="unittest", hf_hub_id=REPO, num_classes=3)
     lossreg.register_pretrained(cfg, default=True)
@@ -189,7 +190,7 @@ def test_train_push_download_identical(hub_server, tmp_path, monkeypatch):
     """The issue's round trip: train 3 iterations, `lossreg push`, download into a fresh cache."""
     from lossreg.cli import main as cli
     from lossreg.engine import Trainer
-    from lossreg.hub import load_model
+    from lossreg.engine.runs import load_model
 
     monkeypatch.setenv("LOSSREG_CACHE", str(tmp_path / "cache"))
     recipe = {

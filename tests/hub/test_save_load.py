@@ -13,7 +13,8 @@ import yaml
 from huggingface_hub import ModelCard
 
 import lossreg
-from lossreg.hub import HubError, load_model, save_pretrained
+from lossreg.engine.runs import load_model
+from lossreg.hub import HubError, save_pretrained
 from lossreg.hub.config import FORMAT_VERSION
 
 TINY = {

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lossreg
-from lossreg.ops.iou import BoxPairGeometry
+from lossreg.ops.geometry import BoxPairGeometry
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

@@ -1,4 +1,4 @@
-"""Aligned-pair box geometry (lossreg.ops.iou): values by hand, torchvision, gradients, degenerate boxes."""
+"""Aligned-pair box geometry (lossreg.ops.geometry): values by hand, torchvision, gradients, degenerate boxes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 import torchvision.ops as tvo
 
-from lossreg.ops.iou import BoxPairGeometry, aligned_box_iou, safe_pow
+from lossreg.ops.geometry import BoxPairGeometry, aligned_box_iou, safe_pow
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

@@ -1,4 +1,4 @@
-"""Shared machinery of the assigners: the call convention of api.md section 3.
+"""Shared machinery of the assigners: the call convention of docs/api.md, "Assigners".
 
 Every assigner works on the ground truths of a whole batch at once, concatenated
 image by image into ``N`` rows (:class:`GtBatch`). Per-gt work (distances,
@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from ..ops.geometry import anchor_centers
 from .result import IGNORED, AssignResult
 
 __all__ = [
@@ -29,13 +30,8 @@ __all__ = [
     "AssignOutput",
     "BaseAssigner",
     "GtBatch",
-    "anchor_centers",
-    "center_inside",
-    "iou_matrix",
-    "paired_box_iou",
     "resolve_pairs",
     "row_chunks",
-    "stable_topk",
 ]
 
 #: Default bound on the (gt, anchor) pairs of one dense intermediate, per device type. On CPU a chunk
@@ -47,80 +43,6 @@ DEFAULT_CHUNK_ELEMENTS_ACCEL = 1 << 24
 
 def default_chunk_elements(device: torch.device) -> int:
     return DEFAULT_CHUNK_ELEMENTS.get(device.type, DEFAULT_CHUNK_ELEMENTS_ACCEL)
-
-
-# --------------------------------------------------------------------------- tensor helpers
-
-
-def anchor_centers(boxes: Tensor) -> tuple[Tensor, Tensor]:
-    """Centers ``(cx [..], cy [..])`` of xyxy boxes ``[.., 4]``."""
-    return (boxes[..., 0] + boxes[..., 2]) * 0.5, (boxes[..., 1] + boxes[..., 3]) * 0.5
-
-
-def paired_box_iou(a: Tensor, b: Tensor) -> Tensor:
-    """IoU of corresponding xyxy boxes ``a [..., 4]`` and ``b [..., 4]`` -> ``[...]``.
-
-    The operations are those of ``torchvision.ops.box_iou`` in the same order, so
-    a value computed here is bit-identical to the matching entry of the matrix.
-    """
-    area1 = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
-    area2 = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-    lt = torch.max(a[..., :2], b[..., :2])
-    rb = torch.min(a[..., 2:], b[..., 2:])
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    return inter / (area1 + area2 - inter)
-
-
-def iou_matrix(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """IoU matrix ``[N, M]`` of xyxy boxes ``[N, 4]`` and ``[M, 4]``, bit-identical to ``torchvision.ops.box_iou``.
-
-    ``box_iou`` broadcasts ``[N, M, 2]`` corner tensors, whose inner dimension of 2
-    defeats vectorisation on CPU; computing x and y separately on contiguous ``[N, M]``
-    planes (in place where possible) does the same floating-point operations in the
-    same order about three times faster.
-    """
-    area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
-    area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
-    w = torch.minimum(boxes1[:, 2:3], boxes2[:, 2]).sub_(torch.maximum(boxes1[:, 0:1], boxes2[:, 0])).clamp_(min=0)
-    h = torch.minimum(boxes1[:, 3:4], boxes2[:, 3]).sub_(torch.maximum(boxes1[:, 1:2], boxes2[:, 1])).clamp_(min=0)
-    inter = w.mul_(h)
-    union = (area1[:, None] + area2).sub_(inter)
-    return inter.div_(union)
-
-
-def center_inside(cx: Tensor, cy: Tensor, boxes: Tensor, margin: float) -> Tensor:
-    """bool ``[R, A]``: point ``(cx[a], cy[a])`` lies inside ``boxes[r]`` by more than ``margin`` on every side."""
-    x1, y1, x2, y2 = (boxes[:, i : i + 1] for i in range(4))
-    inside = (cx - x1) > margin
-    inside &= (cy - y1) > margin
-    inside &= (x2 - cx) > margin
-    inside &= (y2 - cy) > margin
-    return inside
-
-
-def stable_topk(x: Tensor, k: int, largest: bool) -> Tensor:
-    """Indices ``[R, k]`` of the ``k`` largest (or smallest) entries of each row of ``x [R, N]``.
-
-    Among equal values the lower index wins, so the selected *set* does not depend
-    on the layout ``torch.topk`` happens to see. The order inside a row is unspecified.
-    """
-    rows, n = x.shape
-    if k <= 0 or rows == 0:
-        return torch.zeros((rows, 0), dtype=torch.long, device=x.device)
-    if k >= n:
-        return torch.arange(n, device=x.device).expand(rows, n).clone()
-    vals, idx = torch.topk(x, k, dim=1, largest=largest, sorted=False)
-    # The set is ambiguous only when more than k entries reach the k-th value (a tie at the
-    # boundary); those rows, rare outside symmetric scenes, are re-ranked by a stable sort.
-    if largest:
-        ambiguous = (x >= vals.min(dim=1, keepdim=True).values).sum(1) > k
-    else:
-        ambiguous = (x <= vals.max(dim=1, keepdim=True).values).sum(1) > k
-    if bool(ambiguous.any()):
-        amb = torch.nonzero(ambiguous, as_tuple=False).squeeze(1)
-        idx[amb] = torch.sort(x[amb], dim=1, descending=largest, stable=True).indices[:, :k]
-    return idx
 
 
 def row_chunks(num_rows: int, row_len: int, budget: int) -> Iterator[tuple[int, int]]:

@@ -8,16 +8,9 @@ import torch
 from torch import Tensor
 
 from .._registry import register_assigner
-from ._base import (
-    AssignInputs,
-    AssignOutput,
-    BaseAssigner,
-    check_param,
-    paired_box_iou,
-    resolve_pairs,
-    row_chunks,
-    stable_topk,
-)
+from ..ops.geometry import paired_box_iou
+from ..ops.topk import stable_topk
+from ._base import AssignInputs, AssignOutput, BaseAssigner, check_param, resolve_pairs, row_chunks
 
 __all__ = ["ATSSAssigner", "AtssPairs", "atss_positive_pairs", "location_centers"]
 

@@ -6,7 +6,8 @@ import torch
 from torch import Tensor
 
 from .._registry import register_assigner
-from ._base import AssignInputs, AssignOutput, center_inside, check_param, paired_box_iou, resolve_pairs, row_chunks
+from ..ops.geometry import center_inside, paired_box_iou
+from ._base import AssignInputs, AssignOutput, check_param, resolve_pairs, row_chunks
 from .atss import INSIDE_MARGIN, ATSSAssigner, location_centers
 
 __all__ = ["EATSSAssigner"]

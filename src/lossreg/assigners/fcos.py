@@ -8,7 +8,8 @@ from collections.abc import Sequence
 import torch
 
 from .._registry import register_assigner
-from ._base import AssignInputs, AssignOutput, BaseAssigner, check_param, paired_box_iou, resolve_pairs, row_chunks
+from ..ops.geometry import paired_box_iou
+from ._base import AssignInputs, AssignOutput, BaseAssigner, check_param, resolve_pairs, row_chunks
 
 __all__ = ["FCOSAssigner", "DEFAULT_SCALE_RANGES", "DEFAULT_STRIDES"]
 

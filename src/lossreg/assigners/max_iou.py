@@ -8,7 +8,8 @@ import torch
 from torch import Tensor
 
 from .._registry import register_assigner
-from ._base import AssignInputs, AssignOutput, BaseAssigner, check_param, iou_matrix, resolve_pairs, row_chunks
+from ..ops.geometry import iou_matrix
+from ._base import AssignInputs, AssignOutput, BaseAssigner, check_param, resolve_pairs, row_chunks
 from .result import BACKGROUND, IGNORED
 
 __all__ = ["MaxIoUAssigner"]

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..detectors.one_stage import pad_images
+from ..ops.images import pad_images
 
 __all__ = ["collate"]
 
@@ -20,7 +20,7 @@ def collate(
     Returns ``(images, targets, image_sizes)``: ``images`` ``float [B, 3, H, W]`` with each
     ``[3, H_i, W_i]`` image at the top-left, zero-padded to ``H, W`` = the largest size
     rounded up to a multiple of ``divisor`` (the detectors' own
-    :func:`~lossreg.detectors.one_stage.pad_images`); ``targets`` the list of target dicts
+    :func:`~lossreg.ops.images.pad_images`); ``targets`` the list of target dicts
     unchanged (boxes need no shift); ``image_sizes`` each image's ``(H_i, W_i)``.
     Raises ``ValueError`` for an empty batch or images that are not float ``[3, H, W]``.
     """

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from .._factory import PretrainedCfg, register_pretrained
-from .._registry import register_detector
+from .._registry import PretrainedCfg, register_detector, register_pretrained
 from ._models import register_arch_models
 from .one_stage import OneStageDetector
 

@@ -10,8 +10,9 @@ from torch import Tensor
 
 from .._registry import build_component
 from ..assigners.result import summarize_assignment
+from ..ops.images import pad_images
 from ._base import DetectorBase, as_spec_dict, clip_detections
-from .one_stage import check_targets, pad_images
+from .one_stage import check_targets
 
 __all__ = ["TwoStageDetector"]
 

@@ -27,7 +27,6 @@ import logging
 import math
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,7 +43,6 @@ __all__ = [
     "coco_gt_from_set",
     "coco_metrics",
     "evaluate",
-    "find_weights",
     "predict_coco",
     "run_cocoeval",
     "summarize_cocoeval",
@@ -276,24 +274,3 @@ def evaluate(
         image_ids=[r.image_id for r in data.records],
         max_dets=max_dets,
     )
-
-
-def find_weights(path: str | os.PathLike[str]) -> Path:
-    """The safetensors file ``path`` means: a run folder's ``model/model.safetensors`` (else its last
-    checkpoint), a ``model/`` folder, a checkpoint (stem or either file) or a ``.safetensors`` file.
-
-    Raises ``FileNotFoundError`` naming what was looked for.
-    """
-    from .checkpoint import checkpoint_paths
-
-    p = Path(path)
-    candidates = []
-    if p.is_dir():
-        candidates += [p / "model" / "model.safetensors", p / "model.safetensors"]
-    if p.suffix == ".safetensors":
-        candidates.append(p)
-    candidates.append(checkpoint_paths(p)[0])
-    for cand in candidates:
-        if cand.is_file():
-            return cand
-    raise FileNotFoundError(f"no weights at {str(p)!r} (looked for {', '.join(str(c) for c in dict.fromkeys(candidates))})")

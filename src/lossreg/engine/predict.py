@@ -1,6 +1,6 @@
 """Detections on image files, drawn and saved: the library side of ``lossreg predict``.
 
->>> model = lossreg.hub.load_model("runs/quick")                               # doctest: +SKIP
+>>> model = lossreg.load_model("runs/quickstart")                               # doctest: +SKIP
 >>> paths = expand_images(["photos/", "extra/*.png", "one.jpg"])               # doctest: +SKIP
 >>> records = write_predictions(model, paths, "out", image_size=256)           # doctest: +SKIP
 

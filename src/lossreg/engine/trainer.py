@@ -42,7 +42,6 @@ with N processes each loads ``batch_size / N`` images.
 from __future__ import annotations
 
 import copy
-import datetime
 import json
 import logging
 import math
@@ -59,9 +58,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .. import __version__
 from .._io import atomic_write_text
 from ..data import build_dataset, collate
+from .._version import __version__
 from ..recipe import Recipe, load_recipe
 from . import distributed as dist_utils
 from .checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
@@ -69,9 +68,10 @@ from .ema import ModelEMA
 from .evaluate import METRIC_KEYS, evaluate
 from .plots import plot_metrics, read_metrics
 from .sampler import ResumableSampler, SeededItems
+from .runs import RunFolder, default_run_dir
 from .schedule import build_optimizer, build_scheduler
 
-__all__ = ["Trainer", "default_run_dir", "resolve_device", "seed_everything", "versions"]
+__all__ = ["Trainer", "resolve_device", "seed_everything", "versions"]
 
 logger = logging.getLogger(__name__)
 
@@ -119,17 +119,6 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
-
-
-def default_run_dir(recipe_name: str, root: str | os.PathLike[str] = "runs") -> Path:
-    """``runs/<recipe>-<YYYYmmdd-HHMMSS>`` (with ``-2``, ``-3``, ... if taken)."""
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path(root) / f"{recipe_name}-{stamp}"
-    path, n = base, 1
-    while path.exists():
-        n += 1
-        path = Path(f"{base}-{n}")
-    return path
 
 
 def _rng_state() -> dict[str, Any]:
@@ -268,7 +257,7 @@ class Trainer:
         self.cfg = cfg
 
         # model, optimisation
-        from ..detectors._models import build_from_recipe
+        from .._factory import build_from_recipe
 
         self.model: nn.Module = build_from_recipe(recipe, label_names=list(self.train_set.class_names)).to(self.device)
         self.sampler = ResumableSampler(
@@ -300,14 +289,15 @@ class Trainer:
         run_dir = None
         if self.is_main:
             run_dir = Path(output_dir) if output_dir is not None else default_run_dir(recipe.name)
-        self.run_dir = Path(dist_utils.broadcast_object(str(run_dir) if run_dir is not None else None))
-        self.checkpoint_dir = self.run_dir / "checkpoints"
-        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self.run = RunFolder(dist_utils.broadcast_object(str(run_dir) if run_dir is not None else None))
+        self.run_dir = self.run.root
+        self.checkpoint_dir = self.run.checkpoints
+        self.metrics_path = self.run.metrics_log
         if resume is True:
-            resume = self.checkpoint_dir / "last"
+            resume = self.run.last_checkpoint
         elif resume is False:
             resume = None
-        if resume is None and checkpoint_paths(self.checkpoint_dir / "last")[0].exists():
+        if resume is None and checkpoint_paths(self.run.last_checkpoint)[0].exists():
             raise ValueError(
                 f"{self.run_dir} already holds a training run (checkpoints/last.safetensors); resume it "
                 "(--resume) or choose another output folder"
@@ -328,7 +318,7 @@ class Trainer:
             + ", ".join(f"{k} {val}" for k, val in v.items())
             + "\n"
         )
-        atomic_write_text(self.run_dir / "recipe.yaml", header + self.recipe.to_yaml())
+        atomic_write_text(self.run.recipe, header + self.recipe.to_yaml())
         # keep the history up to the resumed iteration (a killed run may have logged past it)
         records = [r for r in read_metrics(self.metrics_path) if int(r.get("iter", 0)) <= self.iteration]
         atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in records))
@@ -591,7 +581,7 @@ class Trainer:
             self.save_checkpoint("last")
             if epochs_done % self.cfg.checkpoint_interval == 0:
                 self._link_checkpoint(f"epoch_{epochs_done:04d}")
-            plot_metrics(self.metrics_path, self.run_dir / "plots")
+            plot_metrics(self.metrics_path, self.run.plots)
         dist_utils.barrier()
 
     # ------------------------------------------------------------------ evaluation and the end
@@ -645,10 +635,10 @@ class Trainer:
             "epochs": self.iteration // self.iters_per_epoch,
             "versions": versions(),
         }
-        self.save_model(self.run_dir / "model", result)
-        atomic_write_text(self.run_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
-        plot_metrics(self.metrics_path, self.run_dir / "plots")
-        logger.info("finished: %s", self.run_dir / "metrics.json")
+        self.save_model(self.run.model, result)
+        atomic_write_text(self.run.metrics, json.dumps(result, indent=2) + "\n")
+        plot_metrics(self.metrics_path, self.run.plots)
+        logger.info("finished: %s", self.run.metrics)
         return result
 
     def save_model(self, folder: str | os.PathLike[str], metrics: Mapping[str, Any] | None = None) -> Path:

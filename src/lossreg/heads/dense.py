@@ -21,7 +21,7 @@ from torchvision.ops import batched_nms, box_iou
 
 from .._registry import build_component
 from ..ops.anchors import AnchorGenerator
-from ..ops.iou import aligned_box_iou
+from ..ops.geometry import aligned_box_iou
 
 Spec = str | dict[str, Any] | nn.Module | None
 

@@ -14,7 +14,7 @@ from torchvision.ops import MultiScaleRoIAlign, batched_nms, clip_boxes_to_image
 
 from .._registry import build_component, register_head
 from ..ops.box_coder import DeltaBoxCoder
-from ..ops.iou import aligned_box_iou
+from ..ops.geometry import aligned_box_iou
 from ..ops.sampler import RandomSampler
 from .dense import Spec, balance_terms
 from .rpn import FASTER_RCNN_PAPER, with_default_params

@@ -19,7 +19,7 @@ from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, remove_sm
 from .._registry import register_head
 from ..ops.anchors import AnchorGenerator
 from ..ops.box_coder import DeltaBoxCoder
-from ..ops.iou import aligned_box_iou
+from ..ops.geometry import aligned_box_iou
 from ..ops.sampler import RandomSampler
 from .dense import DenseHead, Spec, init_head_convs
 

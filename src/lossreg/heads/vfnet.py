@@ -32,7 +32,7 @@ from torchvision.ops import deform_conv2d
 
 from .._registry import build_component, register_head
 from ..ops.anchors import AnchorGenerator
-from ..ops.iou import aligned_box_iou
+from ..ops.geometry import aligned_box_iou
 from .dense import DenseHead, Scale, Spec, _flatten, conv_tower, init_head_convs
 
 __all__ = ["StarConv", "VFNetHead", "star_dcn_offset"]

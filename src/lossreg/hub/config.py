@@ -35,8 +35,8 @@ from typing import Any
 
 from torch import nn
 
-from .. import __version__
 from .._registry import UnknownComponentError, component_info, get_registry
+from .._version import __version__
 
 __all__ = [
     "FORMAT_VERSION",

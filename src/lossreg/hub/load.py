@@ -19,7 +19,6 @@ loads and an uncached one fails saying it is offline and not cached.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import json
@@ -32,12 +31,22 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .. import __version__
 from .._registry import get_registry
+from .._version import __version__
 from .config import HubError, check_config
 from .save import CONFIG_NAME, RECIPE_NAME, WEIGHTS_NAME
 
-__all__ = ["download_model", "load_folder", "load_model", "load_hf_hub", "load_local_dir", "load_pretrained_tag", "load_recipe_weights", "read_weights"]
+__all__ = [
+    "build_model",
+    "check_state_dict",
+    "download_model",
+    "load_folder",
+    "load_hf_hub",
+    "load_local_dir",
+    "load_pretrained_tag",
+    "read_config",
+    "read_weights",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -296,64 +305,4 @@ def load_pretrained_tag(pretrained_cfg: Any, arch: str | None = None, **kwargs: 
         )
     model = load_folder(folder, ref, **kwargs)
     model.pretrained_cfg = {**model.pretrained_cfg, "tag": pretrained_cfg.tag, "hf_hub_id": pretrained_cfg.hf_hub_id}
-    return model
-
-
-def load_model(spec: str | os.PathLike[str], **kwargs: Any) -> nn.Module:
-    """Any trained model a user can point at, as the ``MODEL_OR_RUN`` of ``lossreg eval``/``predict``.
-
-    - a run folder of ``lossreg train`` (its ``model/``, else its recipe and last checkpoint);
-    - a folder written by :func:`~.save.save_pretrained` (or ``local-dir:PATH``);
-    - ``hf-hub:owner/repo[@rev]`` or a pretrained ``model.tag`` (downloaded).
-
-    Raises :class:`HubError` / ``FileNotFoundError`` saying what was looked for.
-    """
-    from .._factory import create_model, parse_model_name
-
-    text = os.fspath(spec)
-    path = Path(os.path.expanduser(text))
-    if path.is_dir():
-        if (path / CONFIG_NAME).is_file():
-            return load_folder(path, **kwargs)
-        if (path / "model" / CONFIG_NAME).is_file():
-            return load_folder(path / "model", f"run {path}", **kwargs)
-        if (path / RECIPE_NAME).is_file():  # a run stopped before its final model/
-            return _load_run_checkpoint(path, **kwargs)
-        raise FileNotFoundError(
-            f"{path} is neither a run folder (recipe.yaml, model/) nor a saved model ({CONFIG_NAME} + {WEIGHTS_NAME})"
-        )
-    parsed = parse_model_name(text)
-    if parsed.source == "name" and parsed.tag is None:
-        raise FileNotFoundError(
-            f"{text!r} is not a folder, and a bare model name has no trained weights; give a run folder, "
-            "a saved model folder, hf-hub:owner/repo or a pretrained name.tag (`lossreg list pretrained`)"
-        )
-    return create_model(text, pretrained=parsed.source == "name", **kwargs)
-
-
-def load_recipe_weights(recipe: Any, weights: str | os.PathLike[str], **kwargs: Any) -> nn.Module:
-    """The detector of ``recipe`` with the weights file ``weights`` (a checkpoint or ``model.safetensors``).
-
-    The recipe's ``model.weights`` starting point is not fetched: every weight is
-    replaced. ``kwargs`` go to the recipe's builder (``num_classes``, ``label_names``).
-    Raises :class:`HubError` when the weights do not fit, before any is copied.
-    """
-    from ..detectors._models import build_from_recipe
-    from ..recipe import load_recipe
-
-    recipe = load_recipe(recipe)
-    recipe = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, weights=None))
-    model = build_from_recipe(recipe, **kwargs)
-    state = read_weights(weights)
-    check_state_dict(model, state, str(weights), target="the recipe's detector")
-    model.load_state_dict(state, strict=True)
-    return model
-
-
-def _load_run_checkpoint(run: Path, **kwargs: Any) -> nn.Module:
-    from ..engine.evaluate import find_weights
-
-    weights = find_weights(run)
-    model = load_recipe_weights(run / RECIPE_NAME, weights, **kwargs)
-    logger.info("%s has no final model/ yet; loaded its checkpoint %s", run, weights)
     return model

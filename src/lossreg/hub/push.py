@@ -18,7 +18,7 @@ from typing import Any
 
 from torch import nn
 
-from .. import __version__
+from .._version import __version__
 from .card import render_model_card
 from .config import HubError
 from .load import read_config, read_weights
@@ -55,7 +55,7 @@ def push_folder(
     commit_message: str = DEFAULT_MESSAGE,
     endpoint: str | None = None,
 ) -> Any:
-    """Publish a folder written by :func:`~.save.save_pretrained` (e.g. a run's ``model/``).
+    """Publish a folder written by :func:`~.save.save_pretrained` (e.g. a run's ``model/``; ``lossreg push`` also takes the run folder itself).
 
     The folder is checked first (its config loads and its weights match the
     recorded sha256). Returns huggingface_hub's ``CommitInfo`` (``.commit_url``,
@@ -64,10 +64,11 @@ def push_folder(
     from huggingface_hub import HfApi
 
     folder = Path(folder)
-    if not (folder / CONFIG_NAME).is_file() and (folder / "model" / CONFIG_NAME).is_file():
-        folder = folder / "model"  # a run folder
     if not (folder / CONFIG_NAME).is_file():
-        raise HubError(f"{folder} holds no saved model ({CONFIG_NAME}); write one with lossreg.save_pretrained or lossreg train")
+        raise HubError(
+            f"{folder} holds no saved model ({CONFIG_NAME}); write one with lossreg.save_pretrained or lossreg train "
+            "(of a run folder, push its model/ folder; `lossreg push RUN` finds it)"
+        )
     api = HfApi(endpoint=endpoint, token=token, library_name="lossreg", library_version=__version__)
     with tempfile.TemporaryDirectory(prefix="lossreg-push-") as tmp:
         staging = Path(tmp)

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from .._registry import register_loss
-from ..ops.iou import BoxPairGeometry
+from ..ops.geometry import BoxPairGeometry
 from ._base import RegLoss
 from .iou import giou_rows
 

@@ -1,6 +1,6 @@
 """IoU-family regression losses on xyxy pixel boxes (``space = "box"``).
 
-All read their terms from :class:`lossreg.ops.iou.BoxPairGeometry` (``eps`` 1e-7,
+All read their terms from :class:`lossreg.ops.geometry.BoxPairGeometry` (``eps`` 1e-7,
 placed as in ``torchvision.ops``); ``iou``/``giou``/``diou``/``ciou`` match
 ``torchvision.ops.{generalized,distance,complete}_box_iou_loss``.
 """
@@ -12,7 +12,7 @@ from typing import Literal
 from torch import Tensor
 
 from .._registry import register_loss
-from ..ops.iou import BoxPairGeometry, safe_pow
+from ..ops.geometry import BoxPairGeometry, safe_pow
 from ._base import RegLoss
 
 __all__ = [

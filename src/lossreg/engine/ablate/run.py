@@ -42,9 +42,9 @@ def evaluate_run(run_dir: str | os.PathLike[str], device: str | None = None, sco
     Returns the metrics.
     """
     from ...data import DetectionDataset, build_transforms
-    from ...hub.load import load_model
     from ..consistency import score_iou_pairs
     from ..eval_folder import evaluate_to_folder, match_labels, model_image_size, open_eval_data
+    from ..runs import load_model
 
     run = Path(run_dir)
     model = load_model(run)

@@ -1,4 +1,7 @@
-"""Geometry of *aligned* box pairs (row ``i`` of ``pred`` against row ``i`` of ``target``).
+"""Box geometry, the one module of it: IoU matrices, paired IoU, point-in-box tests and the
+geometry of *aligned* box pairs (row ``i`` of ``pred`` against row ``i`` of ``target``).
+
+The assigners use :func:`iou_matrix`, :func:`paired_box_iou` and :func:`center_inside`.
 
 Every IoU-family loss and ``hcra_r`` read their terms from one
 :class:`BoxPairGeometry`, so the geometry (and where ``eps`` goes) is written
@@ -18,7 +21,16 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
-__all__ = ["EPS", "BoxPairGeometry", "aligned_box_iou", "safe_pow"]
+__all__ = [
+    "EPS",
+    "BoxPairGeometry",
+    "aligned_box_iou",
+    "anchor_centers",
+    "center_inside",
+    "iou_matrix",
+    "paired_box_iou",
+    "safe_pow",
+]
 
 EPS = 1e-7
 _FOUR_OVER_PI2 = 4.0 / math.pi**2
@@ -154,3 +166,50 @@ def safe_pow(x: Tensor, exponent: float) -> Tensor:
     pos = x > 0
     # The clamp keeps the unused branch of `where` finite, so its gradient is 0, not NaN.
     return torch.where(pos, x.clamp(min=torch.finfo(x.dtype).tiny) ** exponent, torch.zeros_like(x))
+
+
+def anchor_centers(boxes: Tensor) -> tuple[Tensor, Tensor]:
+    """Centers ``(cx [..], cy [..])`` of xyxy boxes ``[.., 4]``."""
+    return (boxes[..., 0] + boxes[..., 2]) * 0.5, (boxes[..., 1] + boxes[..., 3]) * 0.5
+
+
+def paired_box_iou(a: Tensor, b: Tensor) -> Tensor:
+    """IoU of corresponding xyxy boxes ``a [..., 4]`` and ``b [..., 4]`` -> ``[...]``.
+
+    The operations are those of ``torchvision.ops.box_iou`` in the same order, so
+    a value computed here is bit-identical to the matching entry of the matrix.
+    """
+    area1 = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    area2 = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    lt = torch.max(a[..., :2], b[..., :2])
+    rb = torch.min(a[..., 2:], b[..., 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    return inter / (area1 + area2 - inter)
+
+
+def iou_matrix(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """IoU matrix ``[N, M]`` of xyxy boxes ``[N, 4]`` and ``[M, 4]``, bit-identical to ``torchvision.ops.box_iou``.
+
+    ``box_iou`` broadcasts ``[N, M, 2]`` corner tensors, whose inner dimension of 2
+    defeats vectorisation on CPU; computing x and y separately on contiguous ``[N, M]``
+    planes (in place where possible) does the same floating-point operations in the
+    same order about three times faster.
+    """
+    area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
+    area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
+    w = torch.minimum(boxes1[:, 2:3], boxes2[:, 2]).sub_(torch.maximum(boxes1[:, 0:1], boxes2[:, 0])).clamp_(min=0)
+    h = torch.minimum(boxes1[:, 3:4], boxes2[:, 3]).sub_(torch.maximum(boxes1[:, 1:2], boxes2[:, 1])).clamp_(min=0)
+    inter = w.mul_(h)
+    union = (area1[:, None] + area2).sub_(inter)
+    return inter.div_(union)
+
+
+def center_inside(cx: Tensor, cy: Tensor, boxes: Tensor, margin: float) -> Tensor:
+    """bool ``[R, A]``: point ``(cx[a], cy[a])`` lies inside ``boxes[r]`` by more than ``margin`` on every side."""
+    x1, y1, x2, y2 = (boxes[:, i : i + 1] for i in range(4))
+    inside = (cx - x1) > margin
+    inside &= (cy - y1) > margin
+    inside &= (x2 - cx) > margin
+    inside &= (y2 - cy) > margin
+    return inside

@@ -1,0 +1,201 @@
+"""The run folder of ``lossreg train``: its layout, finding its weights, and loading the model of a run.
+
+One module owns the layout, so the trainer, ``lossreg eval``/``predict``/``push``
+and ``lossreg ablate`` agree on it::
+
+    <run>/
+        recipe.yaml        the resolved recipe (a comment header gives seed and versions)
+        metrics.jsonl      one JSON record per iteration and evaluation
+        metrics.json       the final evaluation, when training ends
+        checkpoints/       last.* and epoch_NNNN.* (safetensors + training state)
+        model/             the final (EMA) model, a save_pretrained folder
+        plots/             loss, learning-rate and balancer-weight plots
+
+:func:`load_model` turns anything a user can point at (a run, a saved model,
+``hf-hub:``, a pretrained tag) into a detector.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from .._factory import build_from_recipe, create_model
+from .._registry import parse_model_name
+from ..hub.load import check_state_dict, load_folder, read_weights
+from ..hub.save import CONFIG_NAME, RECIPE_NAME, WEIGHTS_NAME
+from ..recipe import load_recipe
+from .checkpoint import checkpoint_paths
+
+__all__ = [
+    "RunFolder",
+    "default_run_dir",
+    "find_weights",
+    "is_run_folder",
+    "load_model",
+    "load_recipe_weights",
+    "run_folder_of",
+]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+MODEL = "model"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The paths of one run folder (nothing is created or read by constructing it)."""
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        object.__setattr__(self, "root", Path(root))
+
+    @property
+    def recipe(self) -> Path:
+        return self.root / RECIPE_NAME
+
+    @property
+    def metrics_log(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / CHECKPOINTS
+
+    @property
+    def last_checkpoint(self) -> Path:
+        """The stem ``checkpoints/last`` (see :func:`~.checkpoint.checkpoint_paths`)."""
+        return self.checkpoints / "last"
+
+    @property
+    def model(self) -> Path:
+        return self.root / MODEL
+
+    @property
+    def plots(self) -> Path:
+        return self.root / "plots"
+
+    def has_checkpoint(self) -> bool:
+        """A ``last`` checkpoint exists (or is being written: its ``.pending`` marker)."""
+        weights, _ = checkpoint_paths(self.last_checkpoint)
+        return weights.is_file() or Path(str(weights) + ".pending").is_file()
+
+    def is_finished(self) -> bool:
+        return self.metrics.is_file()
+
+
+def default_run_dir(recipe_name: str, root: str | os.PathLike[str] = "runs") -> Path:
+    """``runs/<recipe>-<YYYYmmdd-HHMMSS>`` (with ``-2``, ``-3``, ... if taken)."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path(root) / f"{recipe_name}-{stamp}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = Path(f"{base}-{n}")
+    return path
+
+
+def is_run_folder(path: str | os.PathLike[str]) -> bool:
+    """``path`` is a run folder: a ``recipe.yaml`` and a ``model/`` or ``checkpoints/``."""
+    run = RunFolder(path)
+    return run.root.is_dir() and run.recipe.is_file() and (run.model.is_dir() or run.checkpoints.is_dir())
+
+
+def run_folder_of(checkpoint: str | os.PathLike[str]) -> Path | None:
+    """The run folder a ``--resume PATH`` belongs to (``PATH`` itself, or ``<run>/checkpoints/<file>``'s run)."""
+    path = Path(checkpoint)
+    if path.is_dir():
+        return path.parent if path.name == CHECKPOINTS else path
+    if path.parent.name == CHECKPOINTS:
+        return path.parent.parent
+    return None
+
+
+def find_weights(path: str | os.PathLike[str]) -> Path:
+    """The safetensors file ``path`` means: a run folder's ``model/model.safetensors`` (else its last
+    checkpoint), a ``model/`` folder, a checkpoint (stem or either file) or a ``.safetensors`` file.
+
+    Raises ``FileNotFoundError`` naming what was looked for.
+    """
+    p = Path(path)
+    candidates = []
+    if p.is_dir():
+        candidates += [p / MODEL / WEIGHTS_NAME, p / WEIGHTS_NAME]
+    if p.suffix == ".safetensors":
+        candidates.append(p)
+    candidates.append(checkpoint_paths(p)[0])
+    for cand in candidates:
+        if cand.is_file():
+            return cand
+    raise FileNotFoundError(f"no weights at {str(p)!r} (looked for {', '.join(str(c) for c in dict.fromkeys(candidates))})")
+
+
+def model_folder(path: str | os.PathLike[str]) -> Path:
+    """The ``save_pretrained`` folder ``path`` means: itself, or a run folder's ``model/``."""
+    p = Path(path)
+    if not (p / CONFIG_NAME).is_file() and (p / MODEL / CONFIG_NAME).is_file():
+        return p / MODEL
+    return p
+
+
+def load_recipe_weights(recipe: Any, weights: str | os.PathLike[str], **kwargs: Any) -> nn.Module:
+    """The detector of ``recipe`` with the weights file ``weights`` (a checkpoint or ``model.safetensors``).
+
+    The recipe's ``model.weights`` starting point is not fetched: every weight is
+    replaced. ``kwargs`` go to the recipe's builder (``num_classes``, ``label_names``).
+    Raises :class:`~lossreg.hub.HubError` when the weights do not fit, before any is copied.
+    """
+    recipe = load_recipe(recipe)
+    recipe = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, weights=None))
+    model = build_from_recipe(recipe, **kwargs)
+    state = read_weights(weights)
+    check_state_dict(model, state, str(weights), target="the recipe's detector")
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def load_model(spec: str | os.PathLike[str], **kwargs: Any) -> nn.Module:
+    """Any trained model a user can point at, as the ``MODEL_OR_RUN`` of ``lossreg eval``/``predict``.
+
+    - a run folder of ``lossreg train`` (its ``model/``, else its recipe and last checkpoint);
+    - a folder written by :func:`~lossreg.hub.save_pretrained` (or ``local-dir:PATH``);
+    - ``hf-hub:owner/repo[@rev]`` or a pretrained ``model.tag`` (downloaded).
+
+    Raises :class:`~lossreg.hub.HubError` / ``FileNotFoundError`` saying what was looked for.
+    """
+    text = os.fspath(spec)
+    path = Path(os.path.expanduser(text))
+    if path.is_dir():
+        run = RunFolder(path)
+        if (path / CONFIG_NAME).is_file():
+            return load_folder(path, **kwargs)
+        if (run.model / CONFIG_NAME).is_file():
+            return load_folder(run.model, f"run {path}", **kwargs)
+        if run.recipe.is_file():  # a run stopped before its final model/
+            weights = find_weights(path)
+            model = load_recipe_weights(run.recipe, weights, **kwargs)
+            logger.info("%s has no final model/ yet; loaded its checkpoint %s", path, weights)
+            return model
+        raise FileNotFoundError(
+            f"{path} is neither a run folder (recipe.yaml, model/) nor a saved model ({CONFIG_NAME} + {WEIGHTS_NAME})"
+        )
+    parsed = parse_model_name(text)
+    if parsed.source == "name" and parsed.tag is None:
+        raise FileNotFoundError(
+            f"{text!r} is not a folder, and a bare model name has no trained weights; give a run folder, "
+            "a saved model folder, hf-hub:owner/repo or a pretrained name.tag (`lossreg list pretrained`)"
+        )
+    return create_model(text, pretrained=parsed.source == "name", **kwargs)
