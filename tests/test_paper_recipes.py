@@ -71,7 +71,7 @@ def test_hcral_retinanet_losses():
         if r.model.reg_loss.name != "l1":
             assert r.model.reg_loss.params["loss_weight"] == 2.5
         if r.model.reg_loss.name == "hcra_r":
-            assert r.model.reg_loss.params["gamma"] == 1.2
+            assert r.model.reg_loss.params["gamma"] == 1.2 and r.model.reg_loss.params["alpha"] == -0.1
 
 
 def test_dr_recipe_follows_the_authors():
@@ -93,7 +93,8 @@ def test_hcral_atss_losses():
     for r in rs.values():
         assert (r.train.epochs, r.train.batch_size, r.train.optimizer.lr, r.train.warmup_ratio) == (12, 16, 0.01, 0.001)
         if r.model.reg_loss.name == "hcra_r":
-            assert r.model.reg_loss.params["gamma"] is None
+            # HCRAL section 4.1: "ATSS ... set the weight to 1.5" (gamma of t = exp(-q^2 / gamma))
+            assert r.model.reg_loss.params["gamma"] == 1.5 and r.model.reg_loss.params["alpha"] == -0.1
 
 
 def test_hcral_fcos_atss():
@@ -104,6 +105,7 @@ def test_hcral_fcos_atss():
     for r in (plain, aux):
         assert r.model.assigner.name == "eatss"
         assert (r.model.cls_loss.name, r.model.reg_loss.name) == ("hcra_c", "hcra_r")
+        assert r.model.reg_loss.params["gamma"] == 1.5  # ATSS sample selection: the paper's ATSS gamma
         assert r.train.batch_size == 16 and r.train.optimizer.lr == 0.01
     assert plain.train.epochs == 24 and aux.train.epochs == 12
 
@@ -139,6 +141,7 @@ def test_bccd_recipes_point_at_voc_data():
         assert r.train.epochs <= 12
     assert (hcral.model.cls_loss.name, hcral.model.reg_loss.name, hcral.model.assigner.name) == (
         "hcra_c", "hcra_r", "eatss")
+    assert hcral.model.reg_loss.params["gamma"] == 1.5
     assert base.data == hcral.data and base.train == hcral.train
 
 

@@ -35,7 +35,9 @@ class HCRARegLoss(RegLoss):
 
     Args:
         gamma: width of ``t``, suppressing very high-IoU boxes [1.2, the paper's
-            RetinaNet value; None disables ``t``].
+            RetinaNet value (Table 4); its ATSS recipes use 1.5: "ATSS ... set the weight
+            to 1.5, ensuring that high-quality samples are not suppressed" sits in the
+            gamma paragraph, and a larger gamma suppresses less; None disables ``t``].
         alpha: score-IoU gap ``alpha`` of the RCI regions [-0.1]. The text (section 4.1)
             says 0.1, but Table 3 sweeps only alpha in {0, -0.1, -0.2} and its best row
             (alpha -0.1, ep 0.001, AP 37.4) is the HCRA-R result of Table 9, so -0.1 is
