@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torchvision.ops as tvo
@@ -147,8 +149,10 @@ def test_l1_and_smooth_l1_hand_computed():
 #   A: q = 1/7, R = 1/9, giou = 1 - 1/7 + 2/9 = 1.0793651. s + alpha = -0.1 < q, s' = 0:
 #      A = 0 + 1/49 + 0.001 = 0.0214082, B = 0 + 0.001, RCI = B / A = 0.0467112;
 #      t = exp(-(1/49) / 1.2) = 0.9831369, CF = t * exp(1/9) / 7 = 0.1569535.
-#   Both rows have CF > 0: mean RCI = 0.5518862; step 1: r = 0.99 + 0.01 * 0.5518862 = 0.9955189;
-#   step 2: r = 0.9910825.
+#   Default rci_mean "loss_weighted": row weights CF * giou = 0.2133913 (B), 0.1694101 (A), batch mean
+#   (1.0570613 * 0.2133913 + 0.0467112 * 0.1694101) / 0.3828014 = 0.6099273; step 1: r = 0.99 + 0.01 *
+#   0.6099273 = 0.9960993; step 2: r = 0.9922376. rci_mean "rows" (eq. 9 read literally) averages
+#   (1.0570613 + 0.0467112) / 2 = 0.5518862: r = 0.9955189, then 0.9910825.
 HCRA_PRED = torch.tensor([[0.0, 0, 4, 2], [0, 0, 2, 2]])
 HCRA_TARGET = torch.tensor([[0.0, 0, 2, 2], [1, 1, 3, 3]])
 HCRA_SCORES = torch.tensor([0.8, 0.0])
@@ -170,19 +174,26 @@ def test_hcra_r_weights_hand_computed_both_rci_branches():
 def test_hcra_r_running_mean_update_and_row_losses():
     loss = loss_fn("hcra_r")
     assert loss.training and loss.running_mean.item() == 1.0
-    # Step 1: rows (RCI / r) * CF * giou = 1.0570613 / 0.9955189 * 0.4267826 * 0.5 and
-    # 0.0467112 / 0.9955189 * 0.1569535 * 1.0793651.
+    # Step 1: rows (RCI / r) * CF * giou = 1.0570613 / 0.9960993 * 0.4267826 * 0.5 and
+    # 0.0467112 / 0.9960993 * 0.1569535 * 1.0793651.
     out = loss(HCRA_PRED, HCRA_TARGET, scores=HCRA_SCORES)
-    torch.testing.assert_close(loss.running_mean, torch.tensor(0.9955189))
-    torch.testing.assert_close(out, torch.tensor([0.2265830, 0.0079490]))
+    torch.testing.assert_close(loss.running_mean, torch.tensor(0.9960993))
+    torch.testing.assert_close(out, torch.tensor([0.2264510, 0.0079443]))
     out = loss(HCRA_PRED, HCRA_TARGET, scores=HCRA_SCORES)
-    torch.testing.assert_close(loss.running_mean, torch.tensor(0.9910825))
-    torch.testing.assert_close(out, torch.tensor([0.2275973, 0.0079845]))
-    # Eval: r is used (0.9910825) but not updated.
+    torch.testing.assert_close(loss.running_mean, torch.tensor(0.9922376))
+    torch.testing.assert_close(out, torch.tensor([0.2273324, 0.0079752]))
+    # Eval: r is used (0.9922376) but not updated.
     loss.eval()
     out = loss(HCRA_PRED, HCRA_TARGET, scores=HCRA_SCORES)
-    torch.testing.assert_close(loss.running_mean, torch.tensor(0.9910825))
-    torch.testing.assert_close(out, torch.tensor([0.2275973, 0.0079845]))
+    torch.testing.assert_close(loss.running_mean, torch.tensor(0.9922376))
+    torch.testing.assert_close(out, torch.tensor([0.2273324, 0.0079752]))
+    # Eq. 9 over every row: 0.9955189, then 0.9910825; rows 1.0570613 / 0.9955189 * 0.2133913 etc.
+    rows = loss_fn("hcra_r", rci_mean="rows")
+    out = rows(HCRA_PRED, HCRA_TARGET, scores=HCRA_SCORES)
+    torch.testing.assert_close(rows.running_mean, torch.tensor(0.9955189))
+    torch.testing.assert_close(out, torch.tensor([0.2265830, 0.0079490]))
+    rows(HCRA_PRED, HCRA_TARGET, scores=HCRA_SCORES)
+    torch.testing.assert_close(rows.running_mean, torch.tensor(0.9910825))
 
 
 def test_hcra_r_gamma_none_and_score_clamp():
@@ -197,6 +208,94 @@ def test_hcra_r_gamma_none_and_score_clamp():
     shifted = lossreg.create_loss("hcra_r", alpha=-0.2)
     rci, _ = shifted.weights(BoxPairGeometry(HCRA_PRED[:1], HCRA_TARGET[:1]), torch.tensor([0.0]))
     torch.testing.assert_close(rci, torch.tensor([0.0039841]))
+
+
+def _ref_hcra_r_rows(pred, target, scores, alpha=-0.1, ep=0.001, gamma=1.2):
+    """HCRAL eq. 7-8 row by row in plain Python: lists (RCI, CF, GIoU loss)."""
+    out = []
+    for (px1, py1, px2, py2), (tx1, ty1, tx2, ty2), s in zip(pred.tolist(), target.tolist(), scores.tolist()):
+        inter = max(0.0, min(px2, tx2) - max(px1, tx1)) * max(0.0, min(py2, ty2) - max(py1, ty1))
+        union = (px2 - px1) * (py2 - py1) + (tx2 - tx1) * (ty2 - ty1) - inter
+        q = inter / union
+        ex1, ey1, ex2, ey2 = min(px1, tx1), min(py1, ty1), max(px2, tx2), max(py2, ty2)
+        enclose = (ex2 - ex1) * (ey2 - ey1)
+        rho2 = ((px1 + px2 - tx1 - tx2) / 2) ** 2 + ((py1 + py2 - ty1 - ty2) / 2) ** 2
+        c2 = (ex2 - ex1) ** 2 + (ey2 - ey1) ** 2
+        cf = math.exp(-q * q / gamma) * math.exp(rho2 / c2) * q
+        sp = max(s + alpha, 0.0)
+        big, small = sp * sp + q * q + ep, 2 * sp * q + ep
+        rci = big / small if s + alpha - q >= 0 else small / big
+        out.append((rci, cf, 1 - q + (enclose - union) / enclose))
+    return out
+
+
+def _ref_batch_mean(rows, mode):
+    if mode == "rows":
+        return sum(r for r, _, _ in rows) / len(rows)
+    w = [cf * g if mode == "loss_weighted" else float(cf * g > 0) for _, cf, g in rows]
+    return sum(r * wi for (r, _, _), wi in zip(rows, w)) / sum(w)
+
+
+def _issue_batch(with_far: bool):
+    # 196 overlapping rows (jittered targets, scores 0.3-0.9) and, optionally, 4 high-score boxes
+    # touching their target only in a 0.5 px sliver (IoU ~ 0.005): RCI ~ 100, CF * giou ~ 0.005.
+    gen = torch.Generator().manual_seed(11)
+    xy = torch.rand(196, 2, generator=gen, dtype=torch.float64) * 200
+    wh = torch.rand(196, 2, generator=gen, dtype=torch.float64) * 60 + 20
+    target = torch.cat([xy, xy + wh], 1)
+    pred = target + torch.randn(196, 4, generator=gen, dtype=torch.float64) * 4
+    scores = torch.rand(196, generator=gen, dtype=torch.float64) * 0.6 + 0.3
+    if with_far:
+        far_t = torch.tensor([[0.0, 0.0, 100.0, 100.0]], dtype=torch.float64).repeat(4, 1)
+        far_p = torch.tensor([[0.0, 99.5, 100.0, 199.5]], dtype=torch.float64).repeat(4, 1)
+        pred, target = torch.cat([pred, far_p]), torch.cat([target, far_t])
+        scores = torch.cat([scores, torch.full((4,), 0.95, dtype=torch.float64)])
+    return pred, target, scores
+
+
+@pytest.mark.parametrize("mode", ["loss_weighted", "cf_positive", "rows"])
+def test_hcra_r_running_mean_against_reference_and_near_disjoint_rows(mode):
+    # The library's batch mean (ema_momentum 1: r = the batch mean) against the plain-Python reference,
+    # with and without 4 near-disjoint high-score rows among 200.
+    means = {}
+    for with_far in (False, True):
+        pred, target, scores = _issue_batch(with_far)
+        rows = _ref_hcra_r_rows(pred, target, scores)
+        loss = loss_fn("hcra_r", rci_mean=mode, ema_momentum=1.0)
+        out = loss(pred.float(), target.float(), scores=scores.float())  # the loss computes in fp32
+        expected = _ref_batch_mean(rows, mode)
+        assert loss.running_mean.item() == pytest.approx(expected, rel=1e-5)
+        ref_out = torch.tensor([r / expected * cf * g for r, cf, g in rows])
+        torch.testing.assert_close(out, ref_out, rtol=1e-4, atol=1e-6)
+        means[with_far] = expected
+    if with_far:
+        far = _ref_hcra_r_rows(pred[-4:], target[-4:], scores[-4:])
+        assert all(r > 50 and cf * g < 0.01 for r, cf, g in far)  # huge RCI where the row's loss is ~0
+        if mode == "loss_weighted":
+            # m = 1: the weighted rows sum to sum(CF * giou); RCI only redistributes the loss.
+            assert out.sum().item() == pytest.approx(sum(cf * g for _, cf, g in rows), rel=1e-5)
+    ratio = means[True] / means[False]
+    if mode == "loss_weighted":
+        # RCI ~ s' / (2 q) but CF ~ q: the 4 rows hold ~8% of the RCI-weighted loss and move r by that
+        assert ratio < 1.1
+    else:
+        assert ratio > 3  # eq. 9 over all rows (or all CF > 0 rows): r x4, every other row's weight cut
+
+
+def test_hcra_r_running_mean_skips_batches_without_loss():
+    # Every row disjoint (CF = 0) or perfect (giou = 0): no row counts, r stays at 1 (eq. 9 over rows would move).
+    pred = torch.tensor([[0.0, 0, 2, 2], [0, 0, 2, 2]])
+    target = torch.tensor([[5.0, 5, 7, 7], [0, 0, 2, 2]])
+    scores = torch.tensor([0.9, 0.5])
+    for mode in ("loss_weighted", "cf_positive"):
+        loss = loss_fn("hcra_r", rci_mean=mode)
+        loss(pred, target, scores=scores)
+        assert loss.running_mean.item() == 1.0
+    rows = loss_fn("hcra_r", rci_mean="rows")
+    rows(pred, target, scores=scores)
+    assert rows.running_mean.item() != 1.0
+    with pytest.raises((TypeError, ValueError), match="rci_mean"):
+        lossreg.create_loss("hcra_r", rci_mean="cf")
 
 
 def test_hcra_r_default_alpha_is_table_3s_best():

@@ -47,8 +47,8 @@ class DRLoss(ClsLoss):
     ignored: the loss is an expectation already, and the authors' loss is not divided
     by the number of positives.
 
-    Defaults (the authors'): ``margin=0.5, lambda_pos=1.0, lambda_neg=0.1 / ln(3.5),
-    L=6.0, tau=4.0, grouping="batch", reduction="mean", loss_weight=1.0``.
+    Defaults: ``margin=0.5, lambda_pos=1.0, lambda_neg=0.1 / ln(3.5), L=6.0, tau=4.0,
+    grouping="batch", reduction="mean", loss_weight=1.0`` (the authors' values).
 
     Shapes: ``logits [N, C]``, ``labels [N]`` (``0..C-1`` class, ``C`` background,
     ``-1`` ignored), optional ``image_ids [N]`` long (image of each row; used only by
