@@ -3,6 +3,9 @@
 ``total, weights = balancer(losses)``: ``losses`` maps task names to scalar
 loss tensors, ``total`` is the weighted sum the optimiser sees and ``weights``
 maps each given task to the float it was multiplied by this step (for logging).
+``parts, weights = balancer.weighted_parts(losses)`` is the same iteration with the
+total split into its terms (``sum(parts.values())`` is the total), which is what the
+detectors return as their loss dict.
 Subclasses implement :meth:`Balancer.compute_weights` on detached Python floats;
 this module checks the input, applies the weights and guards the state.
 
@@ -39,10 +42,14 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Balancer", "check_task_name", "usable"]
+__all__ = ["REGULARISER", "Balancer", "check_task_name", "usable"]
 
 # Separates a per-task state kind from its task in buffer names ("kappa__cls").
 _SEP = "__"
+
+#: The key of :meth:`Balancer.parts` holding what a balancer adds to the weighted task losses
+#: (a detector's ``loss_balancer`` entry); not usable as a task name.
+REGULARISER = "balancer"
 
 
 def check_task_name(task: Any, owner: str) -> str:
@@ -77,6 +84,22 @@ class Balancer(nn.Module):
 
     # ------------------------------------------------------------------ call
     def forward(self, losses: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        losses, weights = self._step(losses)
+        return self.combine(losses, weights), weights
+
+    def weighted_parts(self, losses: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, float]]:
+        """Like calling the balancer (one iteration in training mode), but returns the total's parts.
+
+        ``parts`` is :meth:`parts`: ``{task: weighted loss, ...}`` plus, for a balancer
+        whose total is not a plain weighted sum, ``"balancer"``: the rest (uncertainty
+        weighting's ``sum 0.5 s_k``). ``sum(parts.values())`` is the total to train;
+        detectors return these parts as their ``loss_<task>`` / ``loss_balancer`` entries.
+        """
+        losses, weights = self._step(losses)
+        return self.parts(losses, weights), weights
+
+    def _step(self, losses: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, float]]:
+        """Checked losses and this iteration's weights (advancing the state in training mode)."""
         losses = self._check_losses(losses)
         # One host sync per task: the weights are Python floats for logging anyway.
         values = {task: float(loss.detach()) for task, loss in losses.items()}
@@ -85,7 +108,16 @@ class Balancer(nn.Module):
         weights = self._check_weights(weights, values)
         if update:
             self.steps += 1
-        return self.combine(losses, weights), weights
+        return losses, weights
+
+    def parts(self, losses: dict[str, Tensor], weights: dict[str, float]) -> dict[str, Tensor]:
+        """The terms of the total, by default ``{task: weights[task] * losses[task]}``.
+
+        A subclass that overrides :meth:`combine` with a total that is not the weighted
+        sum overrides this too, adding the rest as ``"balancer"`` (:data:`REGULARISER`),
+        so that ``sum(parts.values())`` equals :meth:`combine` up to rounding.
+        """
+        return {task: loss * weights[task] for task, loss in losses.items()}
 
     def compute_weights(self, values: dict[str, float], update: bool) -> dict[str, float]:
         """Weights for every task in ``values`` (detached losses); advance the state if ``update``.

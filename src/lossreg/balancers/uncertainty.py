@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from .._registry import register_balancer
-from ._base import Balancer, check_task_name
+from ._base import REGULARISER, Balancer, check_task_name
 
 __all__ = ["UncertaintyBalancer"]
 
@@ -27,7 +27,8 @@ class UncertaintyBalancer(Balancer):
     ``model.parameters()``, the optimiser updates them and the checkpoint stores
     them. Tasks not in ``tasks`` are added with weight 1. The returned weights are
     the multipliers ``0.5 exp(-s_k)``; the regulariser ``0.5 s_k`` is added to the
-    total but is not a weight.
+    total but is not a weight (:meth:`parts` returns it as ``"balancer"``, a detector's
+    ``loss_balancer``).
 
     Edge cases: a task in ``tasks`` that is missing contributes nothing (its ``s_k``
     gets no gradient). A task whose loss is exactly 0 (no positives) contributes
@@ -87,6 +88,30 @@ class UncertaintyBalancer(Balancer):
             total = term if total is None else total + term
         assert total is not None
         return total
+
+    def parts(self, losses: dict[str, Tensor], weights: dict[str, float]) -> dict[str, Tensor]:
+        """``{task: 0.5 exp(-s_k) L_k, ...}`` (tasks without ``s_k``: ``L_k``) and ``"balancer"``: ``sum 0.5 s_k``.
+
+        Their sum is :meth:`combine`'s total; the regulariser is its own entry so that a
+        detector's ``loss_<task>`` values are the weighted task losses and
+        ``sum(loss_dict.values())`` is what lossreg trains.
+        """
+        if REGULARISER in losses:
+            raise ValueError(f"uncertainty: {REGULARISER!r} is reserved for the regulariser and cannot be a task name")
+        out: dict[str, Tensor] = {}
+        reg: Tensor | None = None
+        for task, loss in losses.items():
+            if task in self.log_vars:
+                s = self._log_var(task)
+                has_signal = (loss.detach() != 0).to(s.dtype)
+                out[task] = 0.5 * torch.exp(-s) * loss
+                term = 0.5 * s * has_signal
+                reg = term if reg is None else reg + term
+            else:
+                out[task] = loss * weights[task]
+        if reg is not None:
+            out[REGULARISER] = reg
+        return out
 
     def extra_repr(self) -> str:
         return f"tasks={self.tasks}"

@@ -53,9 +53,14 @@ class OneStageDetector(DetectorBase):
         label_names: class names, kept with the model and its published weights.
         score_thr, nms_thr, pre_nms_topk, max_dets: post-processing.
 
-    Training returns ``{"loss_cls", "loss_reg", ["loss_quality"], "loss"}``; eval returns
+    Training returns ``{"loss_cls", "loss_reg", ["loss_quality"], ["loss_balancer"]}``, each
+    task loss as weighted by the balancer (``loss_balancer``: a balancer's own regulariser,
+    e.g. uncertainty weighting's ``sum 0.5 s_k``). As in torchvision there is no ``"loss"``
+    key: ``sum(loss_dict.values())`` is exactly the total lossreg trains. Eval returns
     ``[{"boxes" [K, 4] xyxy px, "scores" [K], "labels" [K]}]`` per image after NMS.
     Images are float RGB in 0-1, normalised inside the model with the backbone's mean/std.
+    Labels (targets and detections) are ``0..num_classes-1``, with no background slot
+    (torchvision's COCO models reserve label 0 for the background; lossreg does not).
     """
 
     default_head: str = ""

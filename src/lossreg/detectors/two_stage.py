@@ -45,9 +45,10 @@ class TwoStageDetector(DetectorBase):
         score_thr, nms_thr, max_dets: the RoI head's post-processing [0.05, 0.5, 100].
         pre_nms_topk: the RPN's proposals per level before NMS at test time [1000].
 
-    Training returns ``{"loss_rpn_cls", "loss_rpn_reg", "loss_roi_cls", "loss_roi_reg", "loss"}``:
-    each task loss times the weight its head's balancer applied, and the total (sum of the
-    two heads' balanced totals); ``last_loss_weights`` holds those weights
+    Training returns ``{"loss_rpn_cls", "loss_rpn_reg", "loss_roi_cls", "loss_roi_reg"}``
+    (plus ``loss_rpn_balancer`` / ``loss_roi_balancer`` for a balancer with a regulariser):
+    each task loss times the weight its head's balancer applied; they sum to the total
+    trained (torchvision's contract, no ``"loss"`` key); ``last_loss_weights`` holds those weights
     (``rpn_cls``, ``rpn_reg``, ``roi_cls``, ``roi_reg``). Eval returns
     ``[{"boxes" [K, 4] xyxy px, "scores" [K], "labels" [K]}]`` per image, boxes clipped
     to each image's own size. Images are float RGB in 0-1 (``[B, 3, H, W]`` or a list of
@@ -131,9 +132,8 @@ class TwoStageDetector(DetectorBase):
             feats = self._features(batch)
             rpn_losses, (proposals, _) = self.rpn_head.loss_and_proposals(feats, targets, sizes)
             roi_losses = self.roi_head.loss(feats, proposals, targets, shape)
-            losses = {f"loss_rpn_{k[5:]}": v for k, v in rpn_losses.items() if k != "loss"}
-            losses.update({f"loss_roi_{k[5:]}": v for k, v in roi_losses.items() if k != "loss"})
-            losses["loss"] = rpn_losses["loss"] + roi_losses["loss"]
+            losses = {f"loss_rpn_{k[5:]}": v for k, v in rpn_losses.items()}
+            losses.update({f"loss_roi_{k[5:]}": v for k, v in roi_losses.items()})
             return losses
         feats = self._features(batch)
         proposals, _ = self.rpn_head.get_proposals(self.rpn_head.flat_outputs(feats), sizes)

@@ -20,7 +20,7 @@ class VFNet(OneStageDetector):
     ``reg_loss`` GIoU weight 2.0 on the refined box and 1.5 on the initial box, no quality branch,
     ``assigner="atss"``, ``balancer="static"``); switch the auxiliary modules off with
     ``head={"star_dcn": False, "refine": False}``. Training returns
-    ``{"loss_cls", "loss_reg", "loss_reg_init", "loss"}``.
+    ``{"loss_cls", "loss_reg", "loss_reg_init"}``, whose sum is the total trained.
     """
 
     paper = "Zhang et al., VarifocalNet: An IoU-aware Dense Object Detector, CVPR 2021"

@@ -6,7 +6,8 @@
 
 What one iteration does: the detector's training forward returns its task losses
 already weighted by the recipe's balancer (every training-mode call is one balancer
-iteration) and their total ``loss``, which is back-propagated (through a
+iteration; a balancer's own regulariser is the ``loss_balancer`` entry), and their sum
+``sum(loss_dict.values())``, the total ``loss``, is back-propagated (through a
 ``GradScaler`` under CUDA fp16 autocast), gradients are clipped to ``grad_clip``
 (global L2 norm) if set, the optimizer steps over *all* the model's parameters
 (learnable balancer parameters such as ``uncertainty``'s log-variances included, without
@@ -348,7 +349,7 @@ class Trainer:
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             losses = probe(images.to(self.device), _to_device(targets, self.device))
-            losses["loss"].backward()
+            sum(losses.values()).backward()
         unused = [n for n, p in probe.named_parameters() if p.requires_grad and p.grad is None]
         if unused:
             logger.debug("parameters without gradient: %s", ", ".join(unused[:10]))
@@ -452,7 +453,7 @@ class Trainer:
         lr = float(self.optimizer.param_groups[0]["lr"])
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
             out = self.ddp_model(images, targets)
-        loss = out["loss"]
+        loss = sum(out.values())  # torchvision's contract: the dict's parts sum to the total
         values = {f"loss/{k[5:]}": float(v.detach()) for k, v in out.items() if k.startswith("loss_")}
         values["loss"] = float(loss.detach())
         values.update({f"weight/{k}": v for k, v in _balancer_weights(self.model).items()})

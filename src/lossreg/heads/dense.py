@@ -36,12 +36,25 @@ def _flatten(level_outputs: Sequence[Tensor], k: int) -> Tensor:
 
 
 def balance_terms(head: nn.Module, terms: dict[str, Tensor]) -> dict[str, Tensor]:
-    """``{"loss_<task>": weighted loss, ..., "loss": total}`` from ``head.balancer``; keeps ``head.last_loss_weights``."""
-    total, weights = head.balancer(terms)
+    """``{"loss_<task>": weighted loss, ..., ["loss_balancer"]}`` from ``head.balancer``; keeps ``head.last_loss_weights``.
+
+    The values sum to the total the balancer trains (torchvision's contract: no ``"loss"``
+    key; train on ``sum(loss_dict.values())``). ``loss_balancer`` is what a balancer adds
+    beyond the weighted task losses (uncertainty weighting's ``sum 0.5 s_k``). A balancer
+    without ``weighted_parts`` (any ``total, weights = balancer(losses)`` module) gets
+    ``loss_balancer = total - sum of the weighted losses`` when that is not zero or the
+    balancer has trainable parameters.
+    """
+    if hasattr(head.balancer, "weighted_parts"):
+        parts, weights = head.balancer.weighted_parts(terms)
+    else:
+        total, weights = head.balancer(terms)
+        parts = {k: v * weights.get(k, 1.0) for k, v in terms.items()}
+        rest = total - sum(parts.values())
+        if bool(rest.detach() != 0) or any(p.requires_grad for p in head.balancer.parameters()):
+            parts["balancer"] = rest
     head.last_loss_weights = dict(weights)
-    losses = {f"loss_{k}": v * weights.get(k, 1.0) for k, v in terms.items()}
-    losses["loss"] = total
-    return losses
+    return {f"loss_{k}": v for k, v in parts.items()}
 
 
 def conv_tower(in_channels: int, feat_channels: int, num_convs: int, norm: str) -> nn.Sequential:
@@ -226,7 +239,8 @@ class DenseHead(nn.Module):
         )
 
     def loss(self, feats: list[Tensor], targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
-        """Training losses: ``{"loss_cls", "loss_reg", ["loss_quality"], "loss"}`` (weighted by the balancer)."""
+        """Training losses ``{"loss_cls", "loss_reg", ["loss_quality"], ["loss_balancer"]}``, weighted by the
+        balancer; their sum is the total to train."""
         out = self.flat_outputs(feats)
         return self.balance(self.loss_terms(out, targets, self.assign(out, targets)))
 

@@ -259,7 +259,7 @@ class RoIBoxHead(nn.Module):
         return quality.clamp(0, 1)
 
     def balance(self, terms: dict[str, Tensor]) -> dict[str, Tensor]:
-        """``{"loss_cls", "loss_reg", "loss"}`` weighted by the balancer; keeps ``last_loss_weights``."""
+        """``{"loss_cls", "loss_reg", ["loss_balancer"]}`` weighted by the balancer (summing to its total); keeps ``last_loss_weights``."""
         return balance_terms(self, terms)
 
     def loss(
@@ -269,7 +269,7 @@ class RoIBoxHead(nn.Module):
         targets: list[dict[str, Tensor]],
         image_shape: tuple[int, int],
     ) -> dict[str, Tensor]:
-        """Training losses ``{"loss_cls", "loss_reg", "loss"}`` (weighted by the balancer)."""
+        """Training losses ``{"loss_cls", "loss_reg", ["loss_balancer"]}`` (weighted by the balancer; they sum to the total)."""
         return self.balance(self.loss_terms(feats, proposals, targets, image_shape))
 
     # -- inference ---------------------------------------------------------------
