@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
-from _reference_assigners import random_scene
+from _reference_assigners import REFERENCES, random_scene
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torchvision.ops import box_iou
@@ -64,6 +65,39 @@ def test_hand_built_scene_adds_the_best_scored_candidates():
     assert r.gt_inds.tolist() == [-1, 0, 0, -1, -1, -1, 0, -1, -1]
     # max_iou stays the IoU of the anchor itself, not of its predicted box.
     torch.testing.assert_close(r.max_iou[[1, 2]], torch.tensor([0.0625, 0.0625]))
+
+
+def test_rank_by_iou_ignores_predicted_scores():
+    # Same scene: anchor 2's score 0.9 lifted it under rank_by="iou_or_score"; ranked by IoU only,
+    # the scores 0.0625 * (1 - d / 10) = 0.0625, 0.05, 0.025 pick anchors 0 and 1 again.
+    scores = torch.zeros(9, 3)
+    scores[2, 1] = 0.9
+    by_iou = lossreg.create_assigner("eatss", topk=2, extra=2, rank_by="iou")
+    r = by_iou.assign(ANCHORS, SIZES, GT, LABEL, pred_scores=scores)
+    assert r.gt_inds.tolist() == [0, 0, -1, -1, -1, -1, 0, -1, -1]
+    # Predicted boxes still count: anchor 1's box equal to the gt scores 1 * 0.8 and leads.
+    preds = ANCHORS.clone()
+    preds[1] = GT[0]
+    r = by_iou.assign(ANCHORS, SIZES, GT, LABEL, pred_boxes=preds, pred_scores=scores)
+    assert r.gt_inds.tolist() == [0, 0, -1, -1, -1, -1, 0, -1, -1]
+    assert r.info["added"].tolist() == [True, True] + [False] * 7
+    info = lossreg.component_info("assigner", "eatss")
+    assert info["params"]["rank_by"] == "iou_or_score" and "rank_by" in info["doc"]
+    with pytest.raises((TypeError, ValueError), match="rank_by"):
+        lossreg.create_assigner("eatss", rank_by="score")
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), num_gts=st.integers(0, 10), nine=st.booleans())
+def test_rank_by_iou_matches_loop_reference_without_scores(seed, num_gts, nine):
+    # The loop reference (benchmarks/_reference_assigners.ref_eatss) ranks by max(IoU, score) when
+    # given scores and by IoU when not: rank_by="iou" with scores is the reference without them.
+    apl = 9 if nine else 1
+    scene = random_scene(seed, num_gts, anchors_per_location=apl)
+    result = lossreg.create_assigner("eatss", anchors_per_location=apl, rank_by="iou").assign(**scene)
+    ref_inds, ref_iou = REFERENCES["eatss"](**{**scene, "pred_scores": None}, anchors_per_location=apl)
+    assert result.gt_inds.tolist() == ref_inds.tolist()
+    assert torch.equal(result.max_iou, ref_iou)
 
 
 def test_extra_zero_is_atss():

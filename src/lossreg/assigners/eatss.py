@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor
 
@@ -11,6 +13,8 @@ from ._base import AssignInputs, AssignOutput, check_param, resolve_pairs, row_c
 from .atss import INSIDE_MARGIN, ATSSAssigner, location_centers
 
 __all__ = ["EATSSAssigner"]
+
+RANK_BY = ("iou_or_score", "iou")
 
 
 def _top_per_row(row: Tensor, anchor: Tensor, score: Tensor, num_rows: int, k: int) -> Tensor:
@@ -50,7 +54,8 @@ class EATSSAssigner(ATSSAssigner):
         3. Candidates: anchors of any level not positive for any gt, whose center is inside
            ``g`` (more than 0.01 from every edge, as in ATSS) and within ``D_g`` of its center.
         4. Score ``max(IoU(box_a, g), s_a) * (1 - d_a / D_g)``: ``box_a`` is ``pred_boxes[a]`` when
-           given, else the anchor; ``s_a`` is ``pred_scores[a, label_g]`` when given, else 0.
+           given, else the anchor; ``s_a`` is ``pred_scores[a, label_g]`` when given and
+           ``rank_by="iou_or_score"``, else 0.
         5. Each gt wants its ``extra`` best candidates with score > 0 (ties: lower anchor index);
            an anchor wanted by several gts goes to the one that scores it highest (ties: lower
            gt index); a gt that loses an anchor does not take its next candidate instead, so
@@ -64,6 +69,14 @@ class EATSSAssigner(ATSSAssigner):
         topk (int, default 9): as in ``atss``, closest locations per level.
         extra (int, default 3): the paper's ``l``, most anchors added per gt.
         anchors_per_location (int, default 1): as in ``atss``.
+        rank_by (str, default "iou_or_score"): the candidates' quality in step 4.
+            ``"iou_or_score"``: ``max(IoU, s_a)``, so a candidate with a high predicted score
+            but a low IoU can be added, as the introduction motivates ("samples with just high
+            IoU or just high classification scores", C and D of figure 1); the dense heads
+            always pass ``pred_scores``, so this is what training uses. ``"iou"``: IoU only,
+            ignoring ``pred_scores``, as section 3.2 words the ranking function ("the distance
+            between the center of the box to the center of the ground truth and IoU"). The
+            paper does not settle it; the option lets an ablation choose.
 
     Shapes: ``anchors [A, 4]``, ``gt_boxes [G, 4]``, ``gt_labels [G]``, optional ``pred_boxes [A, 4]``
     and ``pred_scores [A, C]`` (probabilities) -> ``AssignResult`` with ``[A]`` tensors and
@@ -76,10 +89,18 @@ class EATSSAssigner(ATSSAssigner):
         "section 3.2, Algorithm 1 (EATSS)"
     )
 
-    def __init__(self, topk: int = 9, extra: int = 3, anchors_per_location: int = 1) -> None:
+    def __init__(
+        self,
+        topk: int = 9,
+        extra: int = 3,
+        anchors_per_location: int = 1,
+        rank_by: Literal["iou_or_score", "iou"] = "iou_or_score",
+    ) -> None:
         super().__init__(topk=topk, anchors_per_location=anchors_per_location)
         check_param(type(self).__name__, "extra", isinstance(extra, int) and extra >= 0, "an int >= 0", extra)
+        check_param(type(self).__name__, "rank_by", rank_by in RANK_BY, f"one of {RANK_BY}", rank_by)
         self.extra = extra
+        self.rank_by = rank_by
 
     def _assign(self, inputs: AssignInputs) -> AssignOutput:
         pairs, inds, iou = self._atss(inputs)
@@ -125,7 +146,7 @@ class EATSSAssigner(ATSSAssigner):
             box = inputs.gather_pred(inputs.pred_boxes, img, anc) if inputs.pred_boxes is not None else anchors[anc]
             # A degenerate predicted box gives 0/0; it simply has no overlap.
             cand_iou = torch.nan_to_num(paired_box_iou(box, gts.boxes[row]), nan=0.0).clamp(min=0)
-            if inputs.pred_scores is not None:
+            if inputs.pred_scores is not None and self.rank_by == "iou_or_score":
                 score_a = inputs.gather_pred(inputs.pred_scores, img, anc, gts.labels[row])
                 cand_iou = torch.maximum(cand_iou, score_a)
             score = cand_iou * (1 - d2.sqrt() / bound2[row].sqrt())
