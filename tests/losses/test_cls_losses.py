@@ -54,7 +54,7 @@ def test_all_classification_losses_registered() -> None:
 def test_documented_defaults() -> None:
     params = {n: lossreg.component_info("loss", n)["params"] for n in CLS_LOSSES}
     assert params["focal"]["alpha"] == 0.25 and params["focal"]["gamma"] == 2.0
-    assert params["ghm_c"]["bins"] == 10 and params["ghm_c"]["momentum"] == 0.75
+    assert params["ghm_c"]["bins"] == 30 and params["ghm_c"]["momentum"] == 0.75  # GHM paper / mmdet configs
     assert params["qfl"]["beta"] == 2.0
     assert params["vfl"]["alpha"] == 0.75 and params["vfl"]["gamma"] == 2.0
     assert params["dr"]["margin"] == 0.5 and params["dr"]["lambda_pos"] == 1.0 and params["dr"]["L"] == 6.0
@@ -143,8 +143,8 @@ GH_LOGITS = torch.tensor([[2.0, -2.0], [0.3, -3.0], [1.0, -1.0], [5.0, 5.0]])
 GH_LABELS = torch.tensor([0, 2, 1, -1])
 GH_QUALITY = torch.tensor([0.8, 0.4, 0.6, 0.9])
 # g = |s(x) - t| = [[0.1192, 0.1192], [0.5744, 0.0474], [0.7311, 0.7311]] (ignored row not binned).
-# bins=10 -> bins [[1, 1], [5, 0], [7, 7]]; bins=20 -> [[2, 2], [11, 0], [14, 14]]: both give counts
-# {2, 1, 1, 2} over 4 non-empty bins, tot = 6, so beta = tot / num / 4 = [[.75, .75], [1.5, 1.5], [.75, .75]].
+# bins=10 -> bins [[1, 1], [5, 0], [7, 7]]; bins=20 -> [[2, 2], [11, 0], [14, 14]]; bins=30 -> [[3, 3],
+# [17, 1], [21, 21]]: all give counts {2, 1, 1, 2} over 4 non-empty bins, tot = 6, so beta = tot / num / 4 = [[.75, .75], [1.5, 1.5], [.75, .75]].
 GH_BETA = torch.tensor([[0.75, 0.75], [1.5, 1.5], [0.75, 0.75]])
 # BCE: [[sp(-2), sp(-2)], [sp(0.3), sp(-3)], [sp(1), sp(1)]]
 GH_BCE = torch.tensor([[0.12692801104, 0.12692801104], [0.85435524447, 0.04858735157], [1.31326168752, 1.31326168752]])
@@ -161,14 +161,14 @@ def test_ghm_c_hand_computed_without_momentum() -> None:
 
 
 def test_ghm_c_momentum_buffer_updates_and_is_in_state_dict() -> None:
-    loss = lossreg.create_loss("ghm_c")  # momentum 0.75
-    assert "acc_sum" in loss.state_dict() and loss.acc_sum.shape == (10,)
+    loss = lossreg.create_loss("ghm_c")  # bins 30, momentum 0.75
+    assert "acc_sum" in loss.state_dict() and loss.acc_sum.shape == (30,)
     assert (loss.acc_sum == 0).all()
     # Step 1: acc = 0.25 * num -> weights 4x the plain GHM weights: mean = 4 * 0.585783074
     first = loss(GH_LOGITS, GH_LABELS)
     assert first.item() == pytest.approx(2.34313229460, rel=1e-5)
-    expected_acc = torch.zeros(10)
-    expected_acc[[0, 1, 5, 7]] = torch.tensor([0.25, 0.5, 0.25, 0.5])
+    expected_acc = torch.zeros(30)
+    expected_acc[[1, 3, 17, 21]] = torch.tensor([0.25, 0.5, 0.25, 0.5])
     torch.testing.assert_close(loss.acc_sum, expected_acc)
     # Step 2: acc = 0.75 * 0.25 num + 0.25 num = 0.4375 num -> mean = 0.585783074 / 0.4375
     second = loss(GH_LOGITS, GH_LABELS)
@@ -182,6 +182,47 @@ def test_ghm_c_momentum_buffer_updates_and_is_in_state_dict() -> None:
     before = restored.acc_sum.clone()
     restored(GH_LOGITS, GH_LABELS)
     torch.testing.assert_close(restored.acc_sum, before)
+
+
+def _authors_ghmc(logits, labels, acc_sum, bins=30, mmt=0.75):
+    """GHM-C as the authors' GHMC_Loss / mmdetection's GHMC compute it (re-typed from reading them):
+    float bin edges with the last widened by 1e-6, a loop over bins, weights tot / acc / n_valid_bins,
+    loss = sum(w * BCE) / tot. ``acc_sum`` is a Python list, updated in place."""
+    c = logits.shape[1]
+    target = torch.zeros_like(logits)
+    fg = (labels >= 0) & (labels < c)
+    target[fg, labels[fg]] = 1.0
+    valid = (labels >= 0)[:, None].expand_as(logits)
+    edges = [float(x) / bins for x in range(bins + 1)]
+    edges[-1] += 1e-6
+    g = torch.abs(logits.sigmoid().detach() - target)
+    tot = max(valid.float().sum().item(), 1.0)
+    weights = torch.zeros_like(logits)
+    n = 0
+    for i in range(bins):
+        inds = (g >= edges[i]) & (g < edges[i + 1]) & valid
+        num_in_bin = inds.sum().item()
+        if num_in_bin > 0:
+            acc_sum[i] = mmt * acc_sum[i] + (1 - mmt) * num_in_bin
+            weights[inds] = tot / acc_sum[i]
+            n += 1
+    if n > 0:
+        weights = weights / n
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    return (weights * bce).sum() / tot
+
+
+def test_ghm_c_default_matches_the_authors_loop_over_steps() -> None:
+    loss = lossreg.create_loss("ghm_c")
+    acc = [0.0] * 30
+    gen = torch.Generator().manual_seed(5)
+    for _ in range(4):
+        logits = torch.randn(64, 5, generator=gen) * 3
+        labels = torch.randint(0, 6, (64,), generator=gen)
+        labels[::9] = -1
+        ref = _authors_ghmc(logits, labels, acc)
+        assert loss(logits, labels).item() == pytest.approx(ref.item(), rel=1e-5)
+        torch.testing.assert_close(loss.acc_sum, torch.tensor(acc, dtype=torch.float32))
 
 
 def test_ghm_c_eval_without_history_uses_batch_counts() -> None:
