@@ -79,17 +79,68 @@ def test_default_is_weighted_and_updates_count() -> None:
     assert float(b.alpha) == pytest.approx(0.3, rel=1e-12)
 
 
+# alwa1 "weighted", lambda0 = 2, cls_weight "replace" (default, the authors' code: alpha replaces the weight):
+#   W1 w 2:   cls 6, 8, 10 -> 8 + 2 = 10;      reg 2, 4, 6 -> 4 + 2 = 6;     alpha = 6/10 -> w = 0.6
+#   W2 w .6:  cls 3, 6, 9 -> 6 + 3 = 9;        reg 4, 8, 12 -> 8 + 4 = 12;   unchanged
+#   W3 w .6:  cls 1.8, 3.6, 5.4 -> 5.4;        reg 8, 12, 16 -> 16;          unchanged
+#   W4 w .6:  cls 5.4, 7.2, 9 -> 7.2 + 1.8 = 9; reg 2, 4, 6 -> 6;            alpha = 6/9 -> w = 2/3
+ALWA1_REPLACE_L2 = [2.0] * 3 + [0.6] * 9 + [2 / 3]
+
+
 def test_weights_and_total_of_every_task() -> None:
-    b = ALWA1(interval=3, lambda0=2.0)
     stream = [{"cls": c, "reg": r, "quality": 0.5} for c, r in zip(CLS, REG)]
-    weights, totals = feed(b, stream)
-    # lambda0 scales both windows alike, so alpha follows ALWA1_WEIGHTED; cls gets 2 * alpha.
+    # cls_weight "scale" (Algorithm 1 as printed): lambda0 scales both windows alike, so alpha follows
+    # ALWA1_WEIGHTED and cls gets 2 * alpha.
+    weights, totals = feed(ALWA1(interval=3, lambda0=2.0, cls_weight="scale"), stream)
     assert [w["cls"] for w in weights] == pytest.approx([2 * a for a in ALWA1_WEIGHTED], rel=1e-12)
-    assert all(w["reg"] == 2.0 and w["quality"] == 2.0 for w in weights)
     # e.g. call 3 (alpha .6): 1.2 * 5 + 2 * 2 + 2 * 0.5 = 11
     assert totals[3] == pytest.approx(11.0, rel=1e-6)
     for w, step, total in zip(weights, stream, totals):
         assert total == pytest.approx(sum(w[k] * step[k] for k in step), rel=1e-6)
+    assert all(w["reg"] == 2.0 and w["quality"] == 2.0 for w in weights)
+    # Default "replace": call 3 (w .6): 0.6 * 5 + 2 * 2 + 2 * 0.5 = 8
+    b = ALWA1(interval=3, lambda0=2.0)
+    assert b.cls_weight == "replace"
+    weights, totals = feed(b, stream)
+    assert [w["cls"] for w in weights] == pytest.approx(ALWA1_REPLACE_L2, rel=1e-12)
+    assert all(w["reg"] == 2.0 and w["quality"] == 2.0 for w in weights)
+    assert totals[3] == pytest.approx(8.0, rel=1e-6)
+    # lambda0 = 1 (the paper's setting): both rules are the same trajectory.
+    assert cls_weights("alwa1", "weighted") == pytest.approx(ALWA1_WEIGHTED, rel=1e-12)
+
+
+def _ref_alwa(cls, reg, interval, lambda0, use_mean, rule):
+    """Algorithm 1 in plain Python with full windows of ``interval`` (the weighted statistic); rule
+    "scale" trains with alpha * lambda0 (as printed), "replace" with the ratio itself once set."""
+    alpha, updated, s_cls, s_reg, out = 1.0, False, [], [], []
+    for c, r in zip(cls, reg):
+        w = alpha * lambda0 if rule == "scale" else (alpha if updated else lambda0)
+        out.append(w)
+        s_cls.append(w * c)
+        s_reg.append(lambda0 * r)
+        if len(s_cls) == interval:
+            stats = []
+            for s in (s_cls, s_reg):
+                m = sum(s) / len(s)
+                sd = math.sqrt(sum((x - m) ** 2 for x in s) / (len(s) - 1))
+                stats.append(m + sd if use_mean else sd)
+            if stats[0] > stats[1] > 0:
+                alpha, updated = stats[1] / stats[0], True
+            s_cls, s_reg = [], []
+    return out
+
+
+@pytest.mark.parametrize("rule", ["replace", "scale"])
+@pytest.mark.parametrize("name", ["alwa1", "alwa2"])
+def test_cls_weight_rules_match_a_plain_loop(name: str, rule: str) -> None:
+    gen = torch.Generator().manual_seed(3)
+    cls = (torch.rand(60, generator=gen, dtype=torch.float64) * 4 + 0.5).tolist()
+    reg = (torch.rand(60, generator=gen, dtype=torch.float64) + 0.2).tolist()
+    b = lossreg.create_balancer(name, interval=5, lambda0=0.5, cls_weight=rule)
+    weights, _ = feed(b, [{"cls": c, "reg": r} for c, r in zip(cls, reg)])
+    expected = _ref_alwa(cls, reg, 5, 0.5, name == "alwa1", rule)
+    assert [w["cls"] for w in weights] == pytest.approx(expected, rel=1e-6)
+    assert int(b.num_updates) > 0
 
 
 def test_no_update_before_a_full_window() -> None:

@@ -23,6 +23,7 @@ CONFIGS = [
     ("alwa1", {"interval": 3, "statistics": "raw"}),
     ("alwa2", {"interval": 2}),
     ("alwa2", {"interval": 2, "statistics": "raw", "lambda0": 0.5}),
+    ("alwa1", {"interval": 2, "lambda0": 2.0, "cls_weight": "scale"}),
     ("dwa", {"interval": 2}),
     ("dwa", {"interval": 1, "temperature": 0.5}),
     ("dtp", {}),
@@ -195,6 +196,7 @@ def test_defaults_match_methods_md() -> None:
             "interval": 100,
             "lambda0": 1.0,
             "statistics": "weighted",
+            "cls_weight": "replace",
             "cls_task": "cls",
             "reg_task": "reg",
         }

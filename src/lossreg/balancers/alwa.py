@@ -20,6 +20,7 @@ ALWA_PAPER = (
     "(Adaptive Loss Weight Adjustment, ALWA), Algorithm 1"
 )
 STATISTICS = ("weighted", "raw")
+CLS_WEIGHTS = ("replace", "scale")
 
 
 class _ALWA(Balancer):
@@ -33,6 +34,7 @@ class _ALWA(Balancer):
         interval: int = 100,
         lambda0: float = 1.0,
         statistics: Literal["weighted", "raw"] = "weighted",
+        cls_weight: Literal["replace", "scale"] = "replace",
         cls_task: str = "cls",
         reg_task: str = "reg",
     ) -> None:
@@ -45,9 +47,12 @@ class _ALWA(Balancer):
             raise ValueError(f"{name}: lambda0 must be a finite number > 0, got {lambda0!r}")
         if statistics not in STATISTICS:
             raise ValueError(f"{name}: statistics must be one of {STATISTICS}, got {statistics!r}")
+        if cls_weight not in CLS_WEIGHTS:
+            raise ValueError(f"{name}: cls_weight must be one of {CLS_WEIGHTS}, got {cls_weight!r}")
         self.interval = interval
         self.lambda0 = float(lambda0)
         self.statistics = statistics
+        self.cls_weight = cls_weight
         self.cls_task = check_task_name(cls_task, name)
         self.reg_task = check_task_name(reg_task, name)
         if cls_task == reg_task:
@@ -67,7 +72,11 @@ class _ALWA(Balancer):
 
     def compute_weights(self, values: dict[str, float], update: bool) -> dict[str, float]:
         alpha = float(self.alpha)
-        w_cls = alpha * self.lambda0
+        if self.cls_weight == "scale":
+            w_cls = alpha * self.lambda0
+        else:
+            # "replace": lambda0 until the first update, then alpha alone (alpha < 1 after any update).
+            w_cls = alpha if int(self.num_updates) > 0 else self.lambda0
         weights = {task: self.lambda0 for task in values}
         if self.cls_task in values:
             weights[self.cls_task] = w_cls
@@ -99,6 +108,7 @@ class _ALWA(Balancer):
     def extra_repr(self) -> str:
         return (
             f"interval={self.interval}, lambda0={self.lambda0}, statistics={self.statistics!r}, "
+            f"cls_weight={self.cls_weight!r}, "
             f"cls_task={self.cls_task!r}, reg_task={self.reg_task!r}"
         )
 
@@ -109,10 +119,10 @@ _ALWA_DOC = """
     Anchor-Based Detection" (ALWA), Algorithm 1, run as the authors' released
     code runs it.
 
-    ``L = alpha * lambda0 * L_cls + lambda0 * L_reg (+ lambda0 * every other task)``.
-    ``alpha`` starts at 1; only the classification weight changes. Each training
-    call records ``lambda0 * L_reg`` and the classification value (see
-    ``statistics``) into two windows. When the windows hold ``interval`` recorded
+    ``L = w_cls * L_cls + lambda0 * L_reg (+ lambda0 * every other task)``, with
+    ``w_cls`` from ``alpha`` (see ``cls_weight``). ``alpha`` starts at 1; only the
+    classification weight changes. Each training call records ``lambda0 * L_reg``
+    and the classification value (see ``statistics``) into two windows. When the windows hold ``interval`` recorded
     iterations (after recorded iterations C-1, 2C-1, ...), take each window's
     {statistic} (sample std, ``ddof=1``); if ``cls_stat > reg_stat`` set
     ``alpha = reg_stat / cls_stat`` (replacing the old value, not multiplying it);
@@ -121,10 +131,16 @@ _ALWA_DOC = """
     algorithm tests ``i % C == 0``, which would update at ``i = 0`` from one sample;
     like the authors' code we update on full windows of exactly ``C`` values.
 
+    ``cls_weight`` (identical when ``lambda0 = 1``, the paper's setting):
+
+    - ``"replace"`` (default, the authors' code): ``w_cls = lambda0`` until the first
+      update, then ``w_cls = alpha``: an update replaces the whole classification weight.
+    - ``"scale"`` (Algorithm 1 as printed, eq. 2): ``w_cls = alpha * lambda0``.
+
     ``statistics``:
 
-    - ``"weighted"`` (default, faithful): the cls window holds ``alpha * lambda0 * L_cls``,
-      with the current ``alpha`` applied, as Algorithm 1 lines 6-7 and the authors'
+    - ``"weighted"`` (default, faithful): the cls window holds ``w_cls * L_cls``,
+      with the current weight applied, as Algorithm 1 lines 6-7 and the authors'
       code do. Once ``alpha * L_cls`` falls near ``L_reg`` the next update can compute
       a ratio near 1 and replace a small ``alpha`` by a large one, so ``alpha`` may
       swing between windows instead of settling.
@@ -141,7 +157,8 @@ _ALWA_DOC = """
     otherwise it is skipped, so windows always count ``C`` recorded pairs. An update
     that would give ``alpha <= 0`` (``reg_stat <= 0``) is skipped: in "weighted" mode
     ``alpha = 0`` would zero the cls window and disable classification for good.
-    Hence ``0 < alpha <= 1`` and every weight lies in ``(0, lambda0]``. Statistics are
+    Hence ``0 < alpha <= 1``; every weight lies in ``(0, lambda0]`` with ``"scale"``
+    and in ``(0, max(lambda0, 1)]`` with ``"replace"``. Statistics are
     float64, so very large losses do not overflow them. Eval-mode calls record nothing.
 
     State (``state_dict``): ``alpha``, the two windows and their fill ``count``,
@@ -151,6 +168,7 @@ _ALWA_DOC = """
         interval: ``C``, recorded iterations per window, >= 2 [100].
         lambda0: initial loss weight of every task [1.0].
         statistics: ``"weighted"`` | ``"raw"`` ["weighted"].
+        cls_weight: ``"replace"`` | ``"scale"`` ["replace"].
         cls_task: name of the classification task ALWA balances ["cls"].
         reg_task: name of the regression task ALWA balances ["reg"].
     """
