@@ -9,7 +9,22 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ModelEMA"]
+__all__ = ["ModelEMA", "averaged_keys"]
+
+
+def averaged_keys(model: nn.Module) -> frozenset[str]:
+    """State-dict keys the EMA averages: floating parameters and batch-norm running statistics,
+    outside the loss and balancer submodules (whose state is copied)."""
+    from ..detectors.finetune import training_state_prefixes  # detectors import engine modules
+
+    copied = training_state_prefixes(model)
+    keys = {name for name, p in model.named_parameters(remove_duplicate=False) if p.is_floating_point()}
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.batchnorm._NormBase):
+            for b in ("running_mean", "running_var"):
+                if getattr(m, b, None) is not None:
+                    keys.add(f"{name}.{b}" if name else b)
+    return frozenset(k for k in keys if not k.startswith(copied))
 
 
 class ModelEMA:
@@ -17,9 +32,15 @@ class ModelEMA:
 
     The decay ramps up as ``d = decay * (1 - exp(-updates / warmup))`` (YOLOX / timm's
     warm-up), so the average is not dominated by the random initial weights in a
-    short run. Floating-point parameters and buffers (BatchNorm statistics) are
-    averaged; integer buffers (counters) are copied. The copy is in eval mode and
-    never receives gradients; :meth:`update` is called after every optimizer step.
+    short run. Only floating-point parameters and the running statistics of
+    batch-norm layers are averaged; every other entry of the state dict is copied
+    from the live model: integer counters, other buffers, and the whole state of the
+    submodules that are losses or balancers (``detectors.finetune.training_state_prefixes``:
+    ALWA's windows and alpha, GHM/HCRA accumulators, running means, learnable
+    log-variances). That state is a training statistic, not a weight: averaged, an ALWA
+    window or a GHM ``acc_sum`` would be a blend no live model ever had, and the saved
+    EMA model would resume or fine-tune from it. The copy is in eval mode and never
+    receives gradients; :meth:`update` is called after every optimizer step.
 
     Args:
         model: the model being trained (unwrapped, not the DDP module).
@@ -36,6 +57,7 @@ class ModelEMA:
         self.decay = float(decay)
         self.warmup = int(warmup)
         self.updates = 0
+        self.averaged = averaged_keys(self.module)
 
     def current_decay(self) -> float:
         return self.decay * (1.0 - math.exp(-self.updates / self.warmup)) if self.warmup > 0 else self.decay
@@ -46,9 +68,15 @@ class ModelEMA:
         self.updates += 1
         d = self.current_decay()
         current = model.state_dict()
+        seen: set[tuple[int, tuple[int, ...]]] = set()
         for key, ema_value in self.module.state_dict().items():
+            # A tensor shared under several names (tied weights) is updated once.
+            ident = (ema_value.data_ptr(), tuple(ema_value.shape))
+            if ident in seen and ema_value.numel():
+                continue
+            seen.add(ident)
             value = current[key].detach()
-            if ema_value.is_floating_point():
+            if key in self.averaged:
                 ema_value.mul_(d).add_(value.to(ema_value.dtype), alpha=1.0 - d)
             else:
                 ema_value.copy_(value)
