@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from .._registry import build_component
 from ..assigners.result import summarize_assignment
 from ..ops.images import pad_images
+from ..ops.postprocess import Padded, clip_to_sizes, image_sizes_tensor, unpad
 from ._base import DetectorBase, as_spec_dict, clip_detections
 
 _COMPONENTS = ("cls_loss", "reg_loss", "quality_loss", "assigner", "balancer")
@@ -108,8 +109,21 @@ class OneStageDetector(DetectorBase):
                 raise ValueError("in training mode the model needs targets; call model.eval() for detections")
             targets = check_targets(targets, batch.shape[0], self.num_classes)
             return self.head.loss(self._features(batch), targets)
-        dets = self.head.predict(self._features(batch), tuple(batch.shape[-2:]))
-        return clip_detections(dets, sizes)
+        return unpad(*self.detect(batch, sizes))
+
+    @torch.no_grad()
+    def detect(self, images: Tensor | Sequence[Tensor], sizes: Sequence[tuple[int, int]] | None = None) -> Padded:
+        """Eval detections of a batch as fixed-shape padded tensors (what :func:`lossreg.export_model` exports).
+
+        Returns ``boxes [B, K, 4]`` (xyxy, each image's own pixels, clipped to its size),
+        ``scores [B, K]``, ``labels [B, K]`` (``-1`` in empty slots) and ``num_detections [B]``,
+        ``K = max_dets``; ``model(images)`` in eval mode is the same without the padding.
+        ``sizes`` gives the images' own sizes when ``images`` is an already padded batch.
+        """
+        batch, own = pad_images(images)
+        sizes = own if sizes is None else sizes
+        boxes, scores, labels, num = self.head.predict_padded(self._features(batch), tuple(batch.shape[-2:]))
+        return clip_to_sizes(boxes, image_sizes_tensor(sizes, boxes.device)), scores, labels, num
 
     @torch.no_grad()
     def explain_assignment(self, images: Tensor | Sequence[Tensor], targets: list[dict[str, Tensor]]) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ from torch import Tensor
 from .._registry import build_component
 from ..assigners.result import summarize_assignment
 from ..ops.images import pad_images
+from ..ops.postprocess import Padded, unpad
 from ._base import DetectorBase, as_spec_dict, clip_detections
 from .one_stage import check_targets
 
@@ -135,9 +136,23 @@ class TwoStageDetector(DetectorBase):
             losses = {f"loss_rpn_{k[5:]}": v for k, v in rpn_losses.items()}
             losses.update({f"loss_roi_{k[5:]}": v for k, v in roi_losses.items()})
             return losses
+        return unpad(*self.detect(batch, sizes))
+
+    @torch.no_grad()
+    def detect(self, images: Tensor | Sequence[Tensor], sizes: Sequence[tuple[int, int]] | None = None) -> Padded:
+        """Eval detections of a batch as fixed-shape padded tensors (what :func:`lossreg.export_model` exports).
+
+        Returns ``boxes [B, K, 4]`` (xyxy, each image's own pixels, clipped to its size),
+        ``scores [B, K]``, ``labels [B, K]`` (``-1`` in empty slots) and ``num_detections [B]``,
+        ``K = max_dets``; ``model(images)`` in eval mode is the same without the padding.
+        ``sizes`` gives the images' own sizes when ``images`` is an already padded batch.
+        """
+        batch, own = pad_images(images)
+        sizes = own if sizes is None else sizes
+        shape = (int(batch.shape[-2]), int(batch.shape[-1]))
         feats = self._features(batch)
         proposals, _ = self.rpn_head.get_proposals(self.rpn_head.flat_outputs(feats), sizes)
-        return clip_detections(self.roi_head.predict(feats, proposals, sizes, shape), sizes)
+        return self.roi_head.predict_padded(feats, proposals, sizes, shape)
 
     @torch.no_grad()
     def explain_assignment(

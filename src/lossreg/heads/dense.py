@@ -17,10 +17,11 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torchvision.ops import batched_nms, box_iou
+from torchvision.ops import box_iou
 
 from .._registry import build_component
 from ..ops.anchors import AnchorGenerator
+from ..ops.postprocess import Padded, batched_group_nms, level_topk, pad_per_image, unpad
 from ..ops.geometry import aligned_box_iou
 
 Spec = str | dict[str, Any] | nn.Module | None
@@ -312,33 +313,39 @@ class DenseHead(nn.Module):
 
     @torch.no_grad()
     def predict(self, feats: list[Tensor], image_size: tuple[int, int]) -> list[dict[str, Tensor]]:
-        """Post-processed detections per image: top-k per level, score threshold, class-wise NMS."""
+        """Post-processed detections per image (:meth:`predict_padded` without the padding)."""
+        return unpad(*self.predict_padded(feats, image_size))
+
+    @torch.no_grad()
+    def predict_padded(self, feats: list[Tensor], image_size: tuple[int, int]) -> Padded:
+        """The whole batch at once: top ``pre_nms_topk`` per level and image, score ``> score_thr``,
+        boxes clipped to ``image_size`` (H, W), one class-wise NMS over the batch (groups
+        ``image * C + class``), best ``max_dets`` per image.
+
+        Returns fixed-shape ``boxes [B, K, 4]``, ``scores [B, K]``, ``labels [B, K]`` (``-1``
+        in empty slots) and ``num_detections [B]``, ``K = max_dets``, each image's detections
+        by decreasing score. No step depends on the data's values on the Python side, so
+        this exports (:mod:`lossreg.export`).
+        """
         out = self.flat_outputs(feats)
         scores_all = out["cls"].sigmoid()
         if out["quality"] is not None:
             scores_all = scores_all * out["quality"].sigmoid()[..., None]
+        b, _, c = scores_all.shape
         h, w = image_size
-        results = []
-        for b in range(scores_all.shape[0]):
-            kept_boxes, kept_scores, kept_labels = [], [], []
-            start = 0
-            for n in out["level_sizes"]:
-                s = scores_all[b, start : start + n].reshape(-1)
-                keep = (s > self.score_thr).nonzero().squeeze(1)
-                if keep.numel() > self.pre_nms_topk:
-                    keep = keep[s[keep].topk(self.pre_nms_topk).indices]
-                a_idx = keep // self.num_classes + start
-                kept_boxes.append(out["boxes"][b, a_idx])
-                kept_scores.append(s[keep])
-                kept_labels.append(keep % self.num_classes)
-                start += n
-            boxes = torch.cat(kept_boxes).float()
-            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
-            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
-            scores, labels = torch.cat(kept_scores).float(), torch.cat(kept_labels)
-            keep = batched_nms(boxes, scores, labels, self.nms_thr)[: self.max_dets]
-            results.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
-        return results
+        scores, idx = level_topk(scores_all.reshape(b, -1), out["level_sizes"], self.pre_nms_topk, per_row=c)
+        boxes = out["boxes"].gather(1, (idx // c)[..., None].expand(-1, -1, 4)).float()
+        boxes = torch.stack(
+            [boxes[..., 0].clamp(0, w), boxes[..., 1].clamp(0, h), boxes[..., 2].clamp(0, w), boxes[..., 3].clamp(0, h)],
+            dim=-1,
+        )
+        img, j = (scores > self.score_thr).nonzero(as_tuple=True)
+        boxes, scores, labels = boxes[img, j], scores[img, j].float(), idx[img, j] % c
+        keep = batched_group_nms(boxes, scores, img * c + labels, self.nms_thr, max(h, w))
+        (boxes, scores, labels), num = pad_per_image(
+            img[keep], b, self.max_dets, (boxes[keep], scores[keep], labels[keep]), (0.0, 0.0, -1)
+        )
+        return boxes, scores, labels, num
 
 
 def centerness_target(anchors: Tensor, gt_boxes: Tensor) -> Tensor:

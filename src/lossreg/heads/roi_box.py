@@ -10,12 +10,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import MultiScaleRoIAlign, batched_nms, clip_boxes_to_image, remove_small_boxes
+from torchvision.ops import MultiScaleRoIAlign
 
 from .._registry import build_component, register_head
 from ..ops.box_coder import DeltaBoxCoder
 from ..ops.geometry import aligned_box_iou
 from ..ops.sampler import RandomSampler
+from ..ops.postprocess import Padded, batched_group_nms, clip_to_sizes, image_sizes_tensor, pad_per_image, unpad
 from .dense import Spec, balance_terms
 from .rpn import FASTER_RCNN_PAPER, with_default_params
 
@@ -282,22 +283,34 @@ class RoIBoxHead(nn.Module):
         image_shape: tuple[int, int],
     ) -> list[dict[str, Tensor]]:
         """``[{"boxes" [K, 4], "scores" [K], "labels" [K]}]`` per image, boxes clipped to ``image_sizes``."""
+        return unpad(*self.predict_padded(feats, proposals, image_sizes, image_shape))
+
+    @torch.no_grad()
+    def predict_padded(
+        self,
+        feats: list[Tensor],
+        proposals: Sequence[Tensor],
+        image_sizes: Sequence[tuple[int, int]],
+        image_shape: tuple[int, int],
+    ) -> Padded:
+        """The whole batch at once: per-class boxes clipped to their image, score ``> score_thr``, boxes
+        smaller than ``min_size`` dropped, one class-wise NMS over the batch (groups ``image * C +
+        class``), best ``max_dets`` per image. Fixed-shape ``boxes [B, K, 4]``, ``scores [B, K]``,
+        ``labels [B, K]`` (``-1`` in empty slots), ``num_detections [B]``; exportable."""
         rois = [p.detach().float() for p in proposals]
         logits, deltas = self(feats, rois, [image_shape] * len(rois))
         c = self.num_classes
-        probs = self.class_probs(logits)
+        probs = self.class_probs(logits)  # [S, C]
+        image = torch.cat([torch.full((r.shape[0],), b, dtype=torch.long, device=probs.device) for b, r in enumerate(rois)])
         boxes = self.coder.decode(torch.cat(rois)[:, None, :], deltas.view(-1, c, 4).float())  # [S, C, 4]
-        results, start = [], 0
-        for r, (h, w) in zip(rois, image_sizes):
-            n = r.shape[0]
-            bx = clip_boxes_to_image(boxes[start : start + n], (int(h), int(w))).reshape(-1, 4)
-            sc = probs[start : start + n].reshape(-1)
-            lab = torch.arange(c, device=sc.device).repeat(n)
-            start += n
-            keep = torch.where(sc > self.score_thr)[0]
-            bx, sc, lab = bx[keep], sc[keep], lab[keep]
-            keep = remove_small_boxes(bx, self.min_size)
-            bx, sc, lab = bx[keep], sc[keep], lab[keep]
-            keep = batched_nms(bx, sc, lab, self.nms_thr)[: self.max_dets]
-            results.append({"boxes": bx[keep], "scores": sc[keep], "labels": lab[keep]})
-        return results
+        boxes = clip_to_sizes(boxes, image_sizes_tensor(image_sizes, probs.device), image)
+        wh = boxes[..., 2:] - boxes[..., :2]
+        valid = (probs > self.score_thr) & (wh[..., 0] >= self.min_size) & (wh[..., 1] >= self.min_size)
+        row, label = valid.nonzero(as_tuple=True)
+        boxes, scores, image = boxes[row, label], probs[row, label], image[row]
+        max_side = max(max(int(h), int(w)) for h, w in image_sizes)
+        keep = batched_group_nms(boxes, scores, image * c + label, self.nms_thr, max_side)
+        (boxes, scores, labels), num = pad_per_image(
+            image[keep], len(rois), self.max_dets, (boxes[keep], scores[keep], label[keep]), (0.0, 0.0, -1)
+        )
+        return boxes, scores, labels, num

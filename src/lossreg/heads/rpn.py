@@ -14,13 +14,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
+from torchvision.ops import box_iou
 
 from .._registry import register_head
 from ..ops.anchors import AnchorGenerator
 from ..ops.box_coder import DeltaBoxCoder
 from ..ops.geometry import aligned_box_iou
 from ..ops.sampler import RandomSampler
+from ..ops.postprocess import batched_group_nms, clip_to_sizes, image_sizes_tensor, level_topk, rank_in_image
 from .dense import DenseHead, Spec, init_head_convs
 
 __all__ = ["RPNHead", "with_default_params", "FASTER_RCNN_PAPER"]
@@ -232,35 +233,44 @@ class RPNHead(DenseHead):
 
         Uses the train or test top-k settings according to ``self.training``.
         """
+        boxes, scores, image = self.flat_proposals(out, image_sizes)
+        props = [boxes[image == b] for b in range(len(image_sizes))]
+        return props, [scores[image == b] for b in range(len(image_sizes))]
+
+    @torch.no_grad()
+    def flat_proposals(
+        self, out: dict[str, Any], image_sizes: Sequence[tuple[int, int]]
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The proposals of the whole batch at once: boxes ``[P, 4]``, objectness ``[P]`` and image index ``[P]``.
+
+        Top ``pre_nms_topk_*`` per level and image by objectness, boxes clipped to their
+        image, boxes smaller than ``min_size`` and scores below ``score_thr`` dropped, one
+        NMS over the batch with groups ``image * levels + level``, the best
+        ``post_nms_topk_*`` per image; ordered by decreasing objectness (so each image's
+        proposals are best first). No step depends on the data on the Python side (export).
+        """
         pre = self.pre_nms_topk_train if self.training else self.pre_nms_topk_test
         post = self.post_nms_topk_train if self.training else self.post_nms_topk_test
         logits = out["cls"].detach()[..., 0].float()  # [B, N]
         boxes = out["boxes"].detach().float()
-        if len(image_sizes) != logits.shape[0]:
-            raise ValueError(f"rpn: {len(image_sizes)} image sizes for a batch of {logits.shape[0]}")
-        top, levels, start = [], [], 0
-        for lvl, n in enumerate(out["level_sizes"]):
-            k = min(pre, n)
-            if k > 0:
-                top.append(logits[:, start : start + n].topk(k, dim=1).indices + start)
-                levels.append(torch.full((k,), lvl, dtype=torch.long, device=logits.device))
-            start += n
-        idx = torch.cat(top, dim=1)
-        level = torch.cat(levels)
-        batch = torch.arange(logits.shape[0], device=logits.device)[:, None]
-        scores_all, boxes_all = logits[batch, idx].sigmoid(), boxes[batch, idx]
-        props, scores = [], []
-        for b, (h, w) in enumerate(image_sizes):
-            bx = clip_boxes_to_image(boxes_all[b], (int(h), int(w)))
-            sc, lv = scores_all[b], level
-            keep = remove_small_boxes(bx, self.min_size)
-            bx, sc, lv = bx[keep], sc[keep], lv[keep]
-            keep = torch.where(sc >= self.score_thr)[0]
-            bx, sc, lv = bx[keep], sc[keep], lv[keep]
-            keep = batched_nms(bx, sc, lv, self.nms_thr)[:post]
-            props.append(bx[keep])
-            scores.append(sc[keep])
-        return props, scores
+        num = logits.shape[0]
+        if len(image_sizes) != num:
+            raise ValueError(f"rpn: {len(image_sizes)} image sizes for a batch of {num}")
+        top, idx = level_topk(logits, out["level_sizes"], pre)
+        counts = [min(pre, int(n)) for n in out["level_sizes"]]
+        level = torch.cat([torch.full((k,), lvl, dtype=torch.long, device=logits.device) for lvl, k in enumerate(counts)])
+        sizes = image_sizes_tensor(image_sizes, logits.device)
+        cand = clip_to_sizes(boxes.gather(1, idx[..., None].expand(-1, -1, 4)), sizes)  # [B, M, 4]
+        scores = top.sigmoid()
+        wh = cand[..., 2:] - cand[..., :2]
+        valid = (wh[..., 0] >= self.min_size) & (wh[..., 1] >= self.min_size) & (scores >= self.score_thr)
+        img, j = valid.nonzero(as_tuple=True)
+        cand, scores, lvl = cand[img, j], scores[img, j], level[j]
+        max_side = max(max(int(h), int(w)) for h, w in image_sizes)
+        keep = batched_group_nms(cand, scores, img * len(counts) + lvl, self.nms_thr, max_side)
+        first = rank_in_image(img[keep], num)[0] < post
+        keep = keep[first]
+        return cand[keep], scores[keep], img[keep]
 
     @torch.no_grad()
     def predict(
