@@ -201,7 +201,7 @@ def ref_eatss(
     extra: int = 3,
     anchors_per_location: int = 1,
 ) -> tuple[Tensor, Tensor]:
-    """EATSS as design/methods.md reads HCRAL Algorithm 1, one gt at a time."""
+    """EATSS as lossreg reads HCRAL Algorithm 1 (the steps of ``EATSSAssigner``'s docstring), one gt at a time."""
     inds, max_iou = ref_atss(
         anchors, level_sizes, gt_boxes, gt_labels, topk=topk, anchors_per_location=anchors_per_location
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import lossreg
@@ -81,3 +82,71 @@ def test_readme_python_examples_run(tmp_path):
         env.pop("HF_HUB_OFFLINE", None)
         res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
+
+
+API = README.parent / "docs" / "api.md"
+# A cite of the contract: docs/api.md, then a comma and the heading in double quotes (several
+# headings joined by a comma, "and" or "or").
+_CITE = re.compile(r'docs/api\.md,\s*((?:"[^"\n]+"(?:\s*(?:,|and|or)\s*(?:#:?\s*)?)?)+)')
+
+
+def _api_headings() -> set[str]:
+    return {line[3:].strip() for line in API.read_text(encoding="utf-8").splitlines() if line.startswith("## ")}
+
+
+def _cites() -> dict[str, set[str]]:
+    """Every docs/api.md heading cited in src/, tests/ and benchmarks/ -> the files citing it."""
+    out: dict[str, set[str]] = {}
+    root = README.parent
+    for folder in ("src", "tests", "benchmarks"):
+        for path in sorted((root / folder).rglob("*.py")):
+            for match in _CITE.finditer(path.read_text(encoding="utf-8")):
+                for heading in re.findall(r'"([^"\n]+)"', match.group(1)):
+                    out.setdefault(heading, set()).add(str(path.relative_to(root)))
+    return out
+
+
+def test_readme_own_components_example_runs(tmp_path):
+    """README's "Your own components" block subclasses the real base classes and runs as printed."""
+    import subprocess
+    import sys
+
+    section = README.read_text(encoding="utf-8").split("### Your own components", 1)[1].split("\n### ", 1)[0]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "from lossreg.losses import" in code and 'print(lossreg.create_loss("my_loss"))' in code
+    script = tmp_path / "own_components.py"
+    script.write_text(code)
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    first, second = res.stdout.splitlines()[:2]
+    assert first == "MyLoss(beta=1.0, reduction='mean', loss_weight=1.0)"
+    assert second == "tensor(4.)"
+
+
+def test_api_md_sections_cited_in_code_exist():
+    """Every section of docs/api.md that the code cites is a heading there, so the cites cannot drift."""
+    headings = _api_headings()
+    required = {
+        "Registries and plugins", "Slots", "Classification losses", "Regression losses", "Assigners",
+        "Balancers", "Heads", "Detectors", "Fine-tuning and component state", "Writing a plugin",
+    }
+    assert required <= headings, f"docs/api.md lacks sections {sorted(required - headings)}"
+    cites = _cites()
+    assert cites, "no docs/api.md cite found: the cite pattern no longer matches the docstrings"
+    missing = {h: sorted(files) for h, files in cites.items() if h not in headings}
+    assert not missing, f"cites of docs/api.md sections that do not exist: {missing}"
+
+
+def test_no_cites_of_missing_design_files():
+    """The old design documents are not in the repository; nothing may send a reader there."""
+    root = README.parent
+    stale = re.compile(r"api\.md section|design/methods\.md|DEVELOPERS\.md")
+    hits = []
+    for folder in ("src", "tests", "benchmarks"):
+        for path in sorted((root / folder).rglob("*.py")):
+            if path == Path(__file__).resolve():
+                continue
+            text = path.read_text(encoding="utf-8")
+            hits += [f"{path.relative_to(root)}: {m.group(0)}" for m in stale.finditer(text)]
+    hits += [f"pyproject.toml: {m.group(0)}" for m in stale.finditer((root / "pyproject.toml").read_text())]
+    assert not hits, hits

@@ -1,4 +1,4 @@
-"""eatss: a hand-built scene, and the properties design/methods.md requires on random scenes."""
+"""eatss: a hand-built scene, and the properties its docstring's steps require on random scenes."""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ def test_masks_and_loss_labels():
     assert r.neg_mask.tolist() == [False, True, False, False, False]
     assert r.ignore_mask.tolist() == [False, False, False, True, False]
     assert r.level_index().tolist() == [0, 0, 0, 1, 1]
-    # api.md section 2: 0..C-1 positive class, C background, -1 ignored.
+    # docs/api.md, "Classification losses": 0..C-1 positive class, C background, -1 ignored.
     assert r.loss_labels(5).tolist() == [2, 5, 0, -1, 2]
 
 

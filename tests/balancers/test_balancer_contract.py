@@ -1,4 +1,4 @@
-"""What every balancer promises (api.md section 4): finite weights, exact resume, state in state_dict."""
+"""What every balancer promises (docs/api.md, "Balancers"): finite weights, exact resume, state in state_dict."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Classification losses (issue 3): bce, focal, ghm_c, qfl, vfl, dr, hcra_c, ce.
 
-Reference values are hand-computed from the definitions in design/methods.md with the
+Reference values are hand-computed from the definitions in each loss's docstring with the
 ``math`` module (derivations in the comments), never by calling the implementation.
 Notation: ``s(x) = sigmoid(x)``, ``sp(x) = log(1 + e^x)`` (so ``BCE(x, 1) = sp(-x)``,
 ``BCE(x, 0) = sp(x)``).

@@ -1,4 +1,5 @@
-"""The call convention every registered loss promises (api.md sections 1-2).
+"""The call convention every registered loss promises (docs/api.md, "Registries and plugins",
+"Classification losses" and "Regression losses").
 
 The cases are generated from the registry at collection time, split by
 ``component_info(...)["task"]``, so a loss registered later is covered by adding
@@ -24,7 +25,7 @@ CLS = [n for n in ALL if INFO[n]["task"] == "cls"]
 REG = [n for n in ALL if INFO[n]["task"] == "reg"]
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
-# Documented deviations from api.md section 2 (each stated in the loss's own docstring):
+# Documented deviations from docs/api.md, "Classification losses" (each stated in the loss's own docstring):
 # normalisation built into the loss, so "mean" ignores avg_factor (GHM's code; DR is an expectation).
 AVG_FACTOR_BUILT_IN = {"ghm_c", "hcra_c", "dr"}
 # What reduction="none" returns when it is not the [N, C] elements: "rows" [N] (softmax ce),

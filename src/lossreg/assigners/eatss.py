@@ -44,7 +44,7 @@ class EATSSAssigner(ATSSAssigner):
 
     "Hybrid Classification-Regression Adaptive Loss for Dense Object Detection" (HCRAL, anonymous
     ICLR submission), section 3.2 and Algorithm 1 (Expanded Adaptive Training Sample Selection);
-    this is lossreg's reading of it (design/methods.md, "Assigners").
+    this is lossreg's reading of it, step by step below.
 
     Steps:
         1. Run ATSS (see ``atss``); its positives are never changed.

@@ -1,6 +1,6 @@
 """What an assigner returns (:class:`AssignResult`) and its introspection summary.
 
-``gt_inds`` follows api.md section 3: ``-1`` background, ``-2`` ignored,
+``gt_inds`` follows docs/api.md, "Assigners": ``-1`` background, ``-2`` ignored,
 ``k >= 0`` the index of the assigned ground truth. :func:`summarize_assignment`
 condenses one result into the numbers ``explain_assignment`` reports (positives
 per ground truth and per pyramid level, the IoU of the positives, ignored count).
@@ -77,7 +77,7 @@ class AssignResult:
         return torch.repeat_interleave(levels, torch.tensor(sizes, device=self.gt_inds.device))
 
     def loss_labels(self, num_classes: int) -> Tensor:
-        """long ``[A]`` in the classification-loss convention of api.md section 2.
+        """long ``[A]`` in the convention of docs/api.md, "Classification losses".
 
         ``0..C-1`` positive class, ``C`` background, ``-1`` ignored.
         """

@@ -1,4 +1,4 @@
-"""Shared behaviour of every loss balancer (api.md section 4).
+"""Shared behaviour of every loss balancer (docs/api.md, "Balancers").
 
 ``total, weights = balancer(losses)``: ``losses`` maps task names to scalar
 loss tensors, ``total`` is the weighted sum the optimiser sees and ``weights``

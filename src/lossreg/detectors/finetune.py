@@ -3,7 +3,7 @@
 Every weight is kept except the classification output layer(s), which are
 re-initialised (zero-mean normal weights and the focal prior bias); the rows of
 classes whose names appear in the pretrained ``label_names`` are copied over
-instead (api.md section 5). A head names its classification output layers in
+instead (docs/api.md, "Fine-tuning and component state"). A head names its classification output layers in
 ``cls_output_layers``: ``{parameter prefix: (anchors per location, background_last)}``,
 and class-specific box regression outputs (Faster R-CNN's ``bbox_pred``) in
 ``class_reg_layers``: ``{prefix: rows per class}``; their matched classes' rows are

@@ -1,4 +1,4 @@
-"""Shared call convention of every loss (api.md section 2).
+"""Shared call convention of every loss (docs/api.md, "Classification losses" and "Regression losses").
 
 Subclasses implement one method and inherit argument checking, fp32 compute
 under autocast, ignored rows, per-sample ``weight``, ``reduction``,
