@@ -39,10 +39,10 @@ def val_coco(synthetic_root) -> tuple[Path, Path]:
     return make_synthetic(synthetic_root, split="val", num_images=3, image_size=64)
 
 
-def _check_metrics(folder: Path, num_images: int, score_thr: float = 0.05) -> dict:
+def _check_metrics(folder: Path, num_images: int, score_thr: float = 0.05, voc: bool = False) -> dict:
     assert sorted(p.name for p in folder.iterdir()) == EVAL_FILES
     metrics = json.loads((folder / "metrics.json").read_text())
-    assert set(metrics) == METRICS
+    assert set(metrics) == METRICS | ({"voc07_mAP", "voc12_mAP", "voc_per_class"} if voc else set())
     assert all(metrics[k] is None or 0.0 <= metrics[k] <= 1.0 for k in METRIC_KEYS)
     assert metrics["num_images"] == num_images and metrics["image_size"] == 64
     detections = json.loads((folder / "detections.json").read_text())
@@ -124,7 +124,8 @@ def test_eval_on_a_voc_folder(run, val_coco, tmp_path, capsys):
     _write_voc(voc, *val_coco)
     out = tmp_path / "voc-eval"
     assert main(["eval", str(run), "--data", str(voc), "--output", str(out), "--device", "cpu"]) == 0
-    metrics = _check_metrics(out, 3)  # val.txt (3 images) chosen over train.txt (2)
+    metrics = _check_metrics(out, 3, voc=True)  # val.txt (3 images) chosen over train.txt (2)
+    assert 0.0 <= metrics["voc07_mAP"] <= 1.0 and 0.0 <= metrics["voc12_mAP"] <= 1.0  # VOC data: the devkit's mAP
     assert metrics["data"] == "VOCtiny-val"
     present = {c["name"] for c in json.loads(val_coco[0].read_text())["categories"]
                if any(a["category_id"] == c["id"] for a in json.loads(val_coco[0].read_text())["annotations"])}

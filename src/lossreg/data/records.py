@@ -37,6 +37,9 @@ class DetectionRecord:
         labels: ``int64 [G]`` in ``[0, num_classes)``.
         image_id: the annotation file's id (COCO) or the index in the split (VOC).
         ignore_boxes: ``float32 [K, 4]`` xyxy pixels of crowd / difficult regions.
+        ignore_labels: ``int64 [K]``, the class of each ignore box where the file gives one
+            (VOC ``difficult`` objects, for the VOC metrics), ``-1`` where it has none
+            (crowd regions; the default).
 
     Raises ``ValueError`` on boxes or labels of the wrong shape.
     """
@@ -48,11 +51,19 @@ class DetectionRecord:
     labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), dtype=np.int64))
     image_id: int = 0
     ignore_boxes: np.ndarray = field(default_factory=_empty_boxes)
+    ignore_labels: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
         self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
         self.ignore_boxes = np.asarray(self.ignore_boxes, dtype=np.float32).reshape(-1, 4)
+        if self.ignore_labels is None:
+            self.ignore_labels = np.full(len(self.ignore_boxes), -1, dtype=np.int64)
+        self.ignore_labels = np.asarray(self.ignore_labels, dtype=np.int64).reshape(-1)
+        if len(self.ignore_labels) != len(self.ignore_boxes):
+            raise ValueError(
+                f"{self.image_path}: {len(self.ignore_boxes)} ignore boxes but {len(self.ignore_labels)} ignore labels"
+            )
         if len(self.boxes) != len(self.labels):
             raise ValueError(
                 f"{self.image_path}: {len(self.boxes)} boxes but {len(self.labels)} labels; they must match"
@@ -127,8 +138,11 @@ def make_record(
     ignore: Sequence[Sequence[float]],
     image_id: int,
     min_size: float,
+    ignore_labels: Sequence[int] | None = None,
 ) -> tuple[DetectionRecord, int]:
-    """A record with its boxes and ignore regions clipped to the image; also the number of boxes dropped."""
+    """A record with its boxes and ignore regions clipped to the image; also the number of boxes dropped.
+
+    ``ignore_labels``: the class of each ignore region (``-1``: none, the default)."""
     box_arr, keep = clip_boxes(np.array(boxes, dtype=np.float32), width, height, min_size)
     ign_arr, keep_ign = clip_boxes(np.array(ignore, dtype=np.float32), width, height, min_size)
     record = DetectionRecord(
@@ -139,6 +153,7 @@ def make_record(
         labels=np.array(labels, dtype=np.int64)[keep],
         image_id=image_id,
         ignore_boxes=ign_arr[keep_ign],
+        ignore_labels=None if ignore_labels is None else np.array(ignore_labels, dtype=np.int64).reshape(-1)[keep_ign],
     )
     return record, int((~keep).sum() + (~keep_ign).sum())
 

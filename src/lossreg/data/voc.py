@@ -6,8 +6,9 @@ ymax)``, so that box is ``(0, 0, W, H)``. A box with ``xmax <= xmin`` or ``ymax 
 in the file (a point or an inverted box), or with a side below ``min_size`` after
 clipping, is degenerate: dropped and counted in one
 :class:`~lossreg.data.records.DegenerateBoxWarning` per split. ``difficult`` objects go
-to ``ignore_boxes``. The image is the XML file's stem with ``.jpg`` (or ``.jpeg``/``.png``)
-in ``JPEGImages/``: the XML ``<filename>`` field is not trusted.
+to ``ignore_boxes``, their class to ``ignore_labels`` (the VOC metrics need it). The
+image is the XML file's stem with ``.jpg`` (or ``.jpeg``/``.png``) in ``JPEGImages/``:
+the XML ``<filename>`` field is not trusted.
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def read_voc(
 
             with Image.open(image_path) as im:  # header only
                 width, height = im.size
-        boxes, labels, ignore = [], [], []
+        boxes, labels, ignore, ignore_labels = [], [], [], []
         bad = 0
         for obj in ann["objects"]:
             if obj["name"] not in label_of:
@@ -144,10 +145,11 @@ def read_voc(
             box = [x1 - 1.0, y1 - 1.0, x2, y2]
             if obj["difficult"]:
                 ignore.append(box)
+                ignore_labels.append(label_of[obj["name"]])
             else:
                 boxes.append(box)
                 labels.append(label_of[obj["name"]])
-        record, n_bad = make_record(image_path, width, height, boxes, labels, ignore, index, min_size)
+        record, n_bad = make_record(image_path, width, height, boxes, labels, ignore, index, min_size, ignore_labels)
         bad += n_bad
         if bad:
             dropped += bad

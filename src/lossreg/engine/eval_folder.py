@@ -23,6 +23,7 @@ from pycocotools.coco import COCO
 from torch import nn
 
 from .evaluate import _category_ids, _quiet, coco_gt_from_set, predict_coco, run_cocoeval, summarize_cocoeval
+from .voc_metrics import is_voc, voc_metrics
 
 __all__ = ["EvalData", "evaluate_to_folder", "match_labels", "model_image_size", "open_eval_data"]
 
@@ -237,6 +238,8 @@ def evaluate_to_folder(
     cat_ids = _category_ids(data)
     ev = run_cocoeval(gt, results, cat_ids, image_ids=[r.image_id for r in data.records], max_dets=max_dets)
     metrics = summarize_cocoeval(ev, data.class_names, cat_ids)
+    if is_voc(data):  # as evaluate(): the devkit's VOC07/VOC12 mAP beside COCO's
+        metrics.update(voc_metrics(data, results, cat_ids))
     scores, ious = score_iou_pairs(results, data, score_thr)
     corr = score_iou_correlation(scores, ious)
     metrics.update(

@@ -12,7 +12,9 @@ is built in memory from the :class:`~lossreg.data.DetectionSet` (box areas; igno
 regions become crowd regions of every class).
 
 Metrics are COCO's in 0-1: ``AP`` (IoU 0.50:0.95), ``AP50``, ``AP75``, ``APs``,
-``APm``, ``APl``, and ``per_class`` (AP per class name). A value COCO leaves
+``APm``, ``APl``, and ``per_class`` (AP per class name); VOC data adds the devkit's
+``voc07_mAP`` (11-point) and ``voc12_mAP`` (all-point) at IoU 0.5 with ``difficult``
+boxes ignored, and ``voc_per_class`` (:mod:`lossreg.engine.voc_metrics`). A value COCO leaves
 undefined (no ground truth of that size or class) is ``None``; no detections at all
 gives zeros, not an error.
 
@@ -37,6 +39,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data import collate, unscale_boxes
+from .voc_metrics import is_voc, voc_metrics
 
 __all__ = [
     "METRIC_KEYS",
@@ -266,7 +269,7 @@ def evaluate(
         gt = coco_gt_from_set(data)
     results = predict_coco(model, dataset, batch_size, device, amp, num_workers, progress)
     logger.debug("evaluating %d detections on %d images", len(results), len(data))
-    return coco_metrics(
+    metrics = coco_metrics(
         gt,
         results,
         data.class_names,
@@ -274,3 +277,6 @@ def evaluate(
         image_ids=[r.image_id for r in data.records],
         max_dets=max_dets,
     )
+    if is_voc(data):  # the VOC papers' metric, beside COCO's
+        metrics.update(voc_metrics(data, results, _category_ids(data)))
+    return metrics
