@@ -28,6 +28,12 @@ class _ALWA(Balancer):
 
     paper = ALWA_PAPER
     use_mean: bool = True
+    # buffers (declared for type checkers: nn.Module's __getattr__ is typed Tensor | Module)
+    alpha: torch.Tensor
+    cls_window: torch.Tensor
+    reg_window: torch.Tensor
+    count: torch.Tensor
+    num_updates: torch.Tensor
 
     def __init__(
         self,
