@@ -237,7 +237,7 @@ def test_recipe_names_build_their_model(tmp_path):
     assert model.num_classes == 2 and model.head.nms_thr == 0.5 and model.backbone.name == "resnet18"
     path = tmp_path / "from_weights.yaml"
     path.write_text("model: {arch: atss, backbone: resnet18, weights: 'local-dir:/nonexistent/run'}\n")
-    from lossreg.detectors._models import build_from_recipe
+    from lossreg._factory import build_from_recipe
 
     with pytest.raises((RuntimeError, FileNotFoundError, OSError), match="local-dir|nonexistent"):
         build_from_recipe(path, num_classes=2)

@@ -8,15 +8,38 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from .._registry import build_component
+from .._registry import Slot, build_component, close_matches, get_registry, slots_of
 from .backbone import TimmBackbone
 
-__all__ = ["DetectorBase", "as_spec_dict", "clip_detections"]
+__all__ = ["DetectorBase", "as_spec_dict", "clip_detections", "head_components"]
+
+
+def head_components(owner: str, head: str, components: dict[str, Any]) -> dict[str, Any]:
+    """The slot overrides of ``components`` for the head ``head``: ``None`` dropped, ``"none"`` -> ``None``.
+
+    Raises ``TypeError`` naming the slots the head declares when a key is not one of them.
+    """
+    if not isinstance(head, str):
+        return {k: v for k, v in components.items() if v is not None}  # an instance: its own business
+    declared = slots_of(get_registry("head").get(head))
+    unknown = sorted(set(components) - set(declared))
+    if unknown:
+        near = close_matches(unknown[0], declared)
+        hint = f" did you mean {', '.join(map(repr, near))}?" if near else ""
+        raise TypeError(
+            f"{owner}: unexpected keyword argument(s) {', '.join(map(repr, unknown))};{hint} the {head!r} head's "
+            f"component slots are {', '.join(declared) or '(none)'}"
+        )
+    out = {k: v for k, v in components.items() if v is not None}
+    for key, value in out.items():
+        if isinstance(value, str) and value.lower() == "none":
+            out[key] = None  # an optional component (quality_loss) switched off
+    return out
 
 
 class DetectorBase(nn.Module):
@@ -36,6 +59,8 @@ class DetectorBase(nn.Module):
     """
 
     arch: str = ""
+    #: The components this detector is assembled from by name; subclasses add their heads.
+    slots: ClassVar[dict[str, Slot]] = {"neck": Slot("neck")}
     default_backbone: str = "resnet50"
     neck_defaults: dict[str, Any] = {"name": "fpn", "extra": "p6p7"}
     backbone_strides: tuple[int, ...] = (8, 16, 32)

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from .._registry import build_component
+from .._registry import Slot, build_component
 from ..assigners.result import summarize_assignment
 from ..ops.images import pad_images
 from ..ops.postprocess import Padded, clip_to_sizes, image_sizes_tensor, unpad
-from ._base import DetectorBase, as_spec_dict, clip_detections
-
-_COMPONENTS = ("cls_loss", "reg_loss", "quality_loss", "assigner", "balancer")
+from ._base import DetectorBase, as_spec_dict, clip_detections, head_components
 
 
 def check_targets(targets: Any, num_images: int, num_classes: int) -> list[dict[str, Tensor]]:
@@ -49,8 +47,10 @@ class OneStageDetector(DetectorBase):
         pretrained_backbone: download timm ImageNet weights [False]; fails with a clear
             message when offline.
         neck, head: registry names or ``{name, **params}`` dicts (defaults: ``fpn``, the arch's head).
-        cls_loss, reg_loss, quality_loss, assigner, balancer: components passed to the head;
-            ``None`` keeps the head's default.
+        **components: the head's slots (``cls_loss``, ``reg_loss``, ``quality_loss``, ``assigner``,
+            ``balancer``, and any other slot the head class declares in ``slots``), each a
+            registry name, ``{name, **params}`` or an instance; ``None`` keeps the head's
+            default and ``"none"`` switches an optional one (``quality_loss``) off.
         label_names: class names, kept with the model and its published weights.
         score_thr, nms_thr, pre_nms_topk, max_dets: post-processing.
 
@@ -65,6 +65,7 @@ class OneStageDetector(DetectorBase):
     """
 
     default_head: str = ""
+    slots: ClassVar[dict[str, Slot]] = {**DetectorBase.slots, "head": Slot("head")}
 
     def __init__(
         self,
@@ -73,25 +74,17 @@ class OneStageDetector(DetectorBase):
         pretrained_backbone: bool = False,
         neck: str | dict[str, Any] | None = None,
         head: str | dict[str, Any] | None = None,
-        cls_loss: Any = None,
-        reg_loss: Any = None,
-        quality_loss: Any = None,
-        assigner: Any = None,
-        balancer: Any = None,
         label_names: Sequence[str] | None = None,
         freeze_bn: bool | None = None,
         score_thr: float = 0.05,
         nms_thr: float = 0.6,
         pre_nms_topk: int = 1000,
         max_dets: int = 100,
+        **components: Any,
     ) -> None:
-        super().__init__(num_classes, backbone, pretrained_backbone, neck, label_names, freeze_bn)
         head_cfg = as_spec_dict(head, self.default_head)
-        overrides = {k: v for k, v in zip(_COMPONENTS, (cls_loss, reg_loss, quality_loss, assigner, balancer))}
-        head_kwargs = {k: v for k, v in overrides.items() if v is not None}
-        # quality_loss may be switched off explicitly with "none"
-        if isinstance(quality_loss, str) and quality_loss.lower() == "none":
-            head_kwargs["quality_loss"] = None
+        head_kwargs = head_components(self.arch or type(self).__name__, head_cfg["name"], components)
+        super().__init__(num_classes, backbone, pretrained_backbone, neck, label_names, freeze_bn)
         post = {"score_thr": score_thr, "nms_thr": nms_thr, "pre_nms_topk": pre_nms_topk, "max_dets": max_dets}
         self.head = build_component(
             "head",

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from .._registry import build_component
+from .._registry import Slot, build_component
 from ..assigners.result import summarize_assignment
 from ..ops.images import pad_images
 from ..ops.postprocess import Padded, unpad
-from ._base import DetectorBase, as_spec_dict, clip_detections
+from ._base import DetectorBase, as_spec_dict, clip_detections, head_components
 from .one_stage import check_targets
 
 __all__ = ["TwoStageDetector"]
@@ -34,11 +34,11 @@ class TwoStageDetector(DetectorBase):
         roi_head: the box head [``"roi_box"``], likewise. ``head`` is an alias of ``roi_head``
             (the head that produces the detections), so a recipe's ``model.head`` works for
             every architecture.
-        cls_loss, reg_loss: the RoI head's classification and regression losses (the
-            detector's outputs, which loss comparisons are about); ``None`` keeps the head's
-            default (``ce``, ``l1``).
-        assigner, balancer: the RPN's (anchor assignment happens there, and the ALWA paper
-            balances the RPN's losses); ``None`` keeps ``max_iou`` 0.7/0.3 and ``static``.
+        **components: head slots. ``assigner`` and ``balancer`` (``rpn_slots``) go to the RPN
+            (anchor assignment happens there, and the ALWA paper balances the RPN's losses;
+            ``None`` keeps ``max_iou`` 0.7/0.3 and ``static``); every other slot to the RoI head:
+            ``cls_loss`` and ``reg_loss`` are its classification and regression losses (the
+            detector's outputs, which loss comparisons are about; defaults ``ce``, ``l1``).
             The RoI head keeps its own ``static`` balancer (weight 1) unless ``roi_head``
             sets another, so ALWA's ``lambda0`` scales only the RPN's losses, as in the paper.
         label_names: class names, kept with the model and its published weights.
@@ -58,6 +58,12 @@ class TwoStageDetector(DetectorBase):
     """
 
     arch: str = ""
+    slots: ClassVar[dict[str, Slot]] = {
+        **DetectorBase.slots, "rpn_head": Slot("head"), "roi_head": Slot("head"), "head": Slot("head")
+    }
+    #: Top-level slots that go to the RPN (the ALWA paper balances the RPN's losses); every
+    #: other one goes to the RoI head, whose outputs loss comparisons are about.
+    rpn_slots: ClassVar[tuple[str, ...]] = ("assigner", "balancer")
     default_rpn_head: str = "rpn"
     default_roi_head: str = "roi_box"
     default_backbone: str = "resnet50"
@@ -73,28 +79,27 @@ class TwoStageDetector(DetectorBase):
         rpn_head: str | dict[str, Any] | None = None,
         roi_head: str | dict[str, Any] | None = None,
         head: str | dict[str, Any] | None = None,
-        cls_loss: Any = None,
-        reg_loss: Any = None,
-        assigner: Any = None,
-        balancer: Any = None,
         label_names: Sequence[str] | None = None,
         freeze_bn: bool | None = None,
         score_thr: float = 0.05,
         nms_thr: float = 0.5,
         max_dets: int = 100,
         pre_nms_topk: int = 1000,
+        **components: Any,
     ) -> None:
-        super().__init__(num_classes, backbone, pretrained_backbone, neck, label_names, freeze_bn)
         name = self.arch or type(self).__name__
         if head is not None:
             if roi_head is not None:
                 raise ValueError(f"{name}: pass the RoI head as roi_head or as head, not both")
             roi_head = head
-        channels = getattr(self.neck, "out_channels", 256)
         rpn_cfg = as_spec_dict(rpn_head, self.default_rpn_head)
-        rpn_cfg.update({k: v for k, v in (("assigner", assigner), ("balancer", balancer)) if v is not None})
         roi_cfg = as_spec_dict(roi_head, self.default_roi_head)
-        roi_cfg.update({k: v for k, v in (("cls_loss", cls_loss), ("reg_loss", reg_loss)) if v is not None})
+        on_rpn = {k: v for k, v in components.items() if k in self.rpn_slots}
+        on_roi = {k: v for k, v in components.items() if k not in self.rpn_slots}
+        rpn_cfg.update(head_components(name, rpn_cfg["name"], on_rpn))
+        roi_cfg.update(head_components(name, roi_cfg["name"], on_roi))
+        super().__init__(num_classes, backbone, pretrained_backbone, neck, label_names, freeze_bn)
+        channels = getattr(self.neck, "out_channels", 256)
         self.rpn_head = build_component("head", rpn_cfg, in_channels=channels, pre_nms_topk_test=pre_nms_topk)
         self.roi_head = build_component(
             "head",

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 from torchvision.ops import box_iou
 
-from .._registry import build_component
+from .._registry import Slot, build_component
 from ..ops.anchors import AnchorGenerator
 from ..ops.postprocess import Padded, batched_group_nms, level_topk, pad_per_image, unpad
 from ..ops.geometry import aligned_box_iou
@@ -107,6 +107,16 @@ class DenseHead(nn.Module):
             quality target (ATSS/FCOS practice), ``"none"`` weights all positives alike.
         score_thr, nms_thr, pre_nms_topk, max_dets: post-processing.
     """
+
+    #: The components this head takes by name (docs/api.md, "Slots"); recipes, detectors,
+    #: config.json and loading derive every slot name from here.
+    slots: ClassVar[dict[str, Slot]] = {
+        "cls_loss": Slot("loss", "cls"),
+        "reg_loss": Slot("loss", "reg"),
+        "quality_loss": Slot("loss", "cls"),
+        "assigner": Slot("assigner"),
+        "balancer": Slot("balancer"),
+    }
 
     box_format = "delta"  # "delta" (anchor offsets) or "ltrb" (point distances)
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import MultiScaleRoIAlign
 
-from .._registry import build_component, register_head
+from .._registry import Slot, build_component, register_head
 from ..ops.box_coder import DeltaBoxCoder
 from ..ops.geometry import aligned_box_iou
 from ..ops.sampler import RandomSampler
@@ -79,6 +79,13 @@ class RoIBoxHead(nn.Module):
     Shapes: ``forward(feats, rois: list of [R_i, 4], image_shapes)`` -> class logits
     ``[sum R_i, C + 1]`` (or ``[., C]``), deltas ``[sum R_i, C * 4]``.
     """
+
+    slots: ClassVar[dict[str, Slot]] = {
+        "cls_loss": Slot("loss", "cls"),
+        "reg_loss": Slot("loss", "reg"),
+        "assigner": Slot("assigner"),
+        "balancer": Slot("balancer"),
+    }
 
     paper = FASTER_RCNN_PAPER
 

@@ -9,14 +9,14 @@ normalised by the number of sampled anchors, and proposal generation.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_iou
 
-from .._registry import register_head
+from .._registry import Slot, register_head
 from ..ops.anchors import AnchorGenerator
 from ..ops.box_coder import DeltaBoxCoder
 from ..ops.geometry import aligned_box_iou
@@ -80,6 +80,13 @@ class RPNHead(DenseHead):
     ``[B, 3, H_l, W_l]``, deltas ``[B, 3*4, H_l, W_l]``, no quality branch;
     ``get_proposals`` -> per image boxes ``[P_i, 4]`` (xyxy, input pixels) and scores ``[P_i]``.
     """
+
+    slots: ClassVar[dict[str, Slot]] = {
+        "cls_loss": Slot("loss", "cls"),
+        "reg_loss": Slot("loss", "reg"),
+        "assigner": Slot("assigner"),
+        "balancer": Slot("balancer"),
+    }
 
     paper = FASTER_RCNN_PAPER
 

@@ -23,14 +23,14 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import deform_conv2d
 
-from .._registry import build_component, register_head
+from .._registry import Slot, build_component, register_head
 from ..ops.anchors import AnchorGenerator
 from ..ops.geometry import aligned_box_iou
 from .dense import DenseHead, Scale, Spec, _flatten, conv_tower, init_head_convs
@@ -149,6 +149,8 @@ class VFNetHead(DenseHead):
     star offsets ``[B, 18, H_l, W_l]``. ``flat_outputs`` adds ``reg_init [B, N, 4]`` and
     ``boxes_init [B, N, 4]`` (xyxy px) to the ``DenseHead`` keys when ``refine=True``.
     """
+
+    slots: ClassVar[dict[str, Slot]] = {**DenseHead.slots, "reg_init_loss": Slot("loss", "reg")}
 
     paper = (
         "Zhang et al., VarifocalNet: An IoU-aware Dense Object Detector, CVPR 2021; auxiliary modules as in "

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from .._registry import component_info
+from .._registry import component_info, declared_slots
 from .config import component_kind
 
 __all__ = ["card_template", "render_model_card"]
@@ -77,7 +77,7 @@ def front_matter(config: Mapping[str, Any], name: str, license: str | None, data
     """The card's YAML metadata (what the Hub indexes and shows)."""
     block = config["lossreg"]
     tags = ["lossreg", "object-detection", str(config["architecture"]), str(block["backbone"].get("name"))]
-    for slot in ("cls_loss", "reg_loss", "quality_loss", "assigner", "balancer"):
+    for slot in declared_slots("head"):
         comp = _component(config, slot)
         if comp and comp not in tags:
             tags.append(comp)

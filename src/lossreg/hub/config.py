@@ -35,7 +35,7 @@ from typing import Any
 
 from torch import nn
 
-from .._registry import UnknownComponentError, component_info, get_registry
+from .._registry import UnknownComponentError, component_info, declared_slots, get_registry
 from .._version import __version__
 
 __all__ = [
@@ -51,15 +51,6 @@ __all__ = [
 FORMAT_VERSION = 1
 
 #: Keys of a head spec that are components of their own, and their registry kind.
-_SLOT_KINDS = {
-    "cls_loss": "loss",
-    "reg_loss": "loss",
-    "quality_loss": "loss",
-    "assigner": "assigner",
-    "balancer": "balancer",
-}
-#: Keys of ``model_args`` that are components, and their registry kind.
-_TOP_KINDS = {"neck": "neck", "head": "head", "rpn_head": "head", "roi_head": "head"}
 _POSTPROCESS = ("score_thr", "nms_thr", "pre_nms_topk", "max_dets")
 
 
@@ -108,21 +99,22 @@ def _entry(kind: str, spec: Any, where: str) -> tuple[dict[str, Any], dict[str, 
         defaults = component_info(kind, name)["params"]
     except UnknownComponentError as exc:
         raise HubError(f"{where}: {exc.args[0] if exc.args else exc}") from None
+    head_slots = declared_slots("head")
     params: dict[str, Any] = {}
     for key, default in defaults.items():
-        if repr(default) == "<required>" or key in _SLOT_KINDS:
+        if repr(default) == "<required>" or key in head_slots:
             continue
         params[key] = _plain(default, f"{where}.{key}") if _is_plain(default) else repr(default)
     slots: dict[str, Any] = {}
     for key, value in spec.items():
         if key == "name":
             continue
-        if key in _SLOT_KINDS and kind == "head":
+        if key in head_slots and kind == "head":
             slots[key] = value
         else:
             params[key] = value
     if kind == "head":  # the head's own default components count as chosen components
-        for key in _SLOT_KINDS:
+        for key in head_slots:
             if key in defaults and key not in slots:
                 slots[key] = defaults[key]
     return {"name": name, "params": params}, slots
@@ -143,15 +135,16 @@ def component_entries(model_args: Mapping[str, Any]) -> dict[str, dict[str, Any]
     configuration even when the model was built from bare names.
     """
     out: dict[str, dict[str, Any]] = {}
-    for key, kind in _TOP_KINDS.items():
+    head_slots = declared_slots("head")
+    for key, top in declared_slots("detector").items():
         if key not in model_args or model_args[key] is None:
             continue
-        entry, slots = _entry(kind, model_args[key], f"model_args.{key}")
+        entry, slots = _entry(top.kind, model_args[key], f"model_args.{key}")
         out[key] = entry
         for slot, sub in slots.items():
             if sub is None:
                 continue
-            sub_entry, _ = _entry(_SLOT_KINDS[slot], sub, f"model_args.{key}.{slot}")
+            sub_entry, _ = _entry(head_slots[slot].kind, sub, f"model_args.{key}.{slot}")
             out[f"{key}.{slot}"] = sub_entry
     return out
 
@@ -159,7 +152,8 @@ def component_entries(model_args: Mapping[str, Any]) -> dict[str, dict[str, Any]
 def component_kind(key: str) -> str | None:
     """The registry kind of a ``components`` key (``"head.cls_loss"`` -> ``"loss"``); None when unknown."""
     last = key.rsplit(".", 1)[-1]
-    return _SLOT_KINDS.get(last) or _TOP_KINDS.get(last)
+    slot = declared_slots("head").get(last) or declared_slots("detector").get(last)
+    return slot.kind if slot is not None else None
 
 
 def make_config(

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._registry import get_registry
+from .._registry import STATEFUL_KINDS, component_slots, get_registry
 from .._version import __version__
 from .config import HubError, check_config
 from .save import CONFIG_NAME, RECIPE_NAME, WEIGHTS_NAME
@@ -156,7 +156,8 @@ def build_model(
         args["label_names"] = label_names if label_names is not None else (src_names if not finetune else None)
     kwargs.pop("pretrained_backbone", None)  # the weights come from the checkpoint, never from timm
     model = get_registry("detector").create(config["architecture"], **{**args, **kwargs})
-    swapped = [k for k in _COMPONENT_STATE if k in kwargs]
+    stateful = [k for k, slot in component_slots().items() if slot.kind in STATEFUL_KINDS]
+    swapped = [k for k in stateful if k in kwargs]
     if swapped:  # a swapped loss or balancer starts with fresh state
         state = with_fresh_state(model, state, training_state_prefixes(model, swapped))
     if finetune:
@@ -169,11 +170,6 @@ def build_model(
         check_state_dict(model, state, source)
         model.load_state_dict(state, strict=True)
     return model
-
-
-#: Recipe slots of components whose buffers are training state (a loss's GHM histogram,
-#: a balancer's running statistics), not weights of the network.
-_COMPONENT_STATE = ("cls_loss", "reg_loss", "quality_loss", "assigner", "balancer")
 
 
 def load_folder(folder: str | os.PathLike[str], source: str | None = None, **kwargs: Any) -> nn.Module:

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..._io import atomic_write_text
 from ...recipe import Recipe, RecipeError, load_recipe
-from ..checkpoint import checkpoint_paths
+from ..runs import RunFolder
 from .swaps import AblationError, Swap, Variant, _base_display, _variant, parse_swaps, short_keys, split_values
 
 PLAN_NAME = "ablation_plan.json"
@@ -271,11 +271,6 @@ def eval_dir_name(recipe: Recipe) -> str | None:
     return "eval-" + _safe_name(str(val.split or dict(val.params).get("split") or "val"))
 
 
-def _has_checkpoint(run_dir: Path) -> bool:
-    weights, _ = checkpoint_paths(run_dir / "checkpoints" / "last")
-    return weights.is_file() or Path(str(weights) + ".pending").is_file()
-
-
 def _comparable(recipe: Mapping[str, Any], planned: Recipe) -> dict[str, Any]:
     from ..trainer import _flatten
 
@@ -287,7 +282,7 @@ def _comparable(recipe: Mapping[str, Any], planned: Recipe) -> dict[str, Any]:
 
 
 def _check_same_recipe(run_dir: Path, planned: Recipe) -> None:
-    path = run_dir / "recipe.yaml"
+    path = RunFolder(run_dir).recipe
     if not path.is_file():
         return
     try:
@@ -307,12 +302,13 @@ def _check_same_recipe(run_dir: Path, planned: Recipe) -> None:
 def run_status(run_dir: str | os.PathLike[str], eval_dir: str | None) -> str:
     """``done`` (metrics.json and the evaluation), ``evaluate`` (trained, evaluation missing),
     ``resume`` (a checkpoint, no metrics.json) or ``new``."""
-    p = Path(run_dir)
-    if (p / "metrics.json").is_file():
-        if eval_dir is None or ((p / eval_dir / "metrics.json").is_file() and (p / eval_dir / PAIRS_NAME).is_file()):
+    run = RunFolder(run_dir)
+    if run.is_finished():
+        ev = run.root / eval_dir if eval_dir is not None else None
+        if ev is None or ((ev / "metrics.json").is_file() and (ev / PAIRS_NAME).is_file()):
             return "done"
         return "evaluate"
-    return "resume" if _has_checkpoint(p) else "new"
+    return "resume" if run.has_checkpoint() else "new"
 
 
 def statuses(plan: AblationPlan) -> dict[str, str]:

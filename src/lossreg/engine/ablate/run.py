@@ -23,6 +23,7 @@ import numpy as np
 from ..._io import atomic_write_bytes
 from ...recipe import Recipe
 from .. import distributed as dist_utils
+from ..runs import RunFolder
 from ..trainer import Trainer, resolve_device
 from .plan import PAIRS_NAME, PLAN_NAME, AblationPlan, Run, eval_dir_name, run_status, statuses, write_plan
 from .summary import SCORE_THR, summarize
@@ -189,7 +190,7 @@ def _run_parallel(
 
 def _ap_note(run_dir: Path) -> str:
     try:
-        ap = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")).get("AP")
+        ap = json.loads(RunFolder(run_dir).metrics.read_text(encoding="utf-8")).get("AP")
     except (OSError, ValueError):
         return ""
     return f": AP {100 * ap:.1f}" if isinstance(ap, (int, float)) else ""

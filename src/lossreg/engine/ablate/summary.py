@@ -14,6 +14,7 @@ import numpy as np
 
 from ..._io import atomic_write_text
 from ..evaluate import METRIC_KEYS
+from ..runs import RunFolder
 from .plan import BASELINE, PAIRS_NAME, PLAN_NAME
 from .swaps import AblationError, _base_display, display_value
 
@@ -139,7 +140,7 @@ def summarize(output_dir: str | os.PathLike[str]) -> dict[str, Any]:
         runs = []
         for r in (r for r in plan["runs"] if r["variant"] == v["name"]):
             run_dir = out / r["dir"]
-            metrics = _read_json(run_dir / "metrics.json")
+            metrics = _read_json(RunFolder(run_dir).metrics)
             ev = _read_json(run_dir / v["eval_dir"] / "metrics.json") if v.get("eval_dir") and metrics else None
             runs.append({
                 "seed": r["seed"],
