@@ -113,7 +113,8 @@ def _from_entrypoint(name: str, tag: str | None, pretrained: bool, kwargs: dict[
     if pretrained and hasattr(entry, "arch"):
         # lossreg's own <arch>_<backbone>_fpn names: published weights define their detector
         # (config.json); the entry's choices (architecture, backbone) must be the published ones.
-        return load_pretrained(pretrained_cfg, arch=entry.arch, **{**entry.default_args, **kwargs})
+        defaults = dict(getattr(entry, "default_args", {}))
+        return load_pretrained(pretrained_cfg, arch=getattr(entry, "arch"), **{**defaults, **kwargs})  # noqa: B009
     # any other entry point loads its weights itself (timm's contract)
     return entry(pretrained=pretrained, pretrained_cfg=pretrained_cfg, **kwargs)
 

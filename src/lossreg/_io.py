@@ -18,7 +18,7 @@ from torch import Tensor
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "fsync_dir", "tensors_for_safetensors"]
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> Path:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object]) -> Path:
     """Call ``write(tmp_path)``, fsync the file and rename it to ``path``; remove the temp file on failure."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -94,7 +94,7 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
     args = typing.get_args(tp)
     if tp is ComponentSpec:
         return _component(value, path)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return build(tp, value, path)
     if origin is typing.Union or isinstance(tp, types.UnionType):
         if value is None and type(None) in args:
@@ -159,7 +159,7 @@ def build(cls: type, data: Any, path: str) -> Any:
         raise RecipeError(f"expected a mapping, got {type(data).__name__} {data!r}", path or "recipe")
     hints = typing.get_type_hints(cls)
     into = getattr(cls, "extra_into", None)
-    extra: dict[str, Any] = cls.extra_fields() if into else {}
+    extra: dict[str, Any] = getattr(cls, "extra_fields")() if into else {}  # noqa: B009 - a class hook
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name != into}
     for key in data:
         if key not in fields and key not in extra:

@@ -26,7 +26,7 @@ def merge(base: dict[str, Any], child: Mapping[str, Any]) -> dict[str, Any]:
             and any(value.get(k, old.get(k)) != old.get(k) for k in ("name", "format"))
         )
         if isinstance(value, Mapping) and isinstance(old, Mapping) and same_component:
-            out[key] = merge(old, value)
+            out[key] = merge(dict(old), value)
         else:
             out[key] = copy.deepcopy(value)
     return out
