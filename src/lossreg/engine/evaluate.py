@@ -190,7 +190,7 @@ def predict_coco(
     dataset: Any,
     batch_size: int = 8,
     device: torch.device | str = "cpu",
-    amp: bool = False,
+    amp: bool | torch.dtype = False,
     num_workers: int = 0,
     progress: bool = False,
     label_map: Sequence[int] | None = None,
@@ -208,7 +208,7 @@ def predict_coco(
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers
     )
-    amp_dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
+    amp_dtype = amp if isinstance(amp, torch.dtype) else (torch.bfloat16 if device.type == "cpu" else torch.float16)
     was_training = model.training
     model.eval()
     results: list[dict[str, Any]] = []
@@ -216,7 +216,7 @@ def predict_coco(
         for images, targets, sizes in tqdm(loader, desc="eval", disable=not progress, leave=False):
             images = images.to(device, non_blocking=True)
             batch = [images[i, :, :h, :w] for i, (h, w) in enumerate(sizes)]
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp is not False):
                 dets = model(batch)
             for det, tgt in zip(dets, targets):
                 boxes = unscale_boxes(det["boxes"].float().cpu(), tgt["scale"], tgt["orig_size"])
@@ -244,7 +244,7 @@ def evaluate(
     dataset: Any,
     batch_size: int = 8,
     device: torch.device | str = "cpu",
-    amp: bool = False,
+    amp: bool | torch.dtype = False,
     ann_file: str | os.PathLike[str] | None = None,
     num_workers: int = 0,
     max_dets: int = 100,
@@ -256,7 +256,7 @@ def evaluate(
         model: the detector (not a DDP wrapper); its mode is restored afterwards.
         dataset: the split to evaluate, built with ``train=False`` (no augmentation).
         batch_size, device, num_workers: inference settings.
-        amp: run under ``torch.autocast`` (bfloat16 on CPU, float16 on CUDA).
+        amp: run under ``torch.autocast``: a dtype, or True for bfloat16 on CPU and float16 on CUDA.
         ann_file: COCO ground-truth file of the split (else built from ``dataset.data``).
         max_dets: detections per image COCO keeps (the largest of its ``maxDets``).
         progress: show a tqdm bar.

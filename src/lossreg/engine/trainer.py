@@ -68,6 +68,7 @@ from .checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
 from .ema import ModelEMA
 from .evaluate import METRIC_KEYS, evaluate
 from .plots import plot_metrics, read_metrics
+from .precision import resolve_precision
 from .sampler import ResumableSampler, SeededItems
 from .runs import RunFolder, default_run_dir
 from .schedule import build_optimizer, build_scheduler
@@ -278,9 +279,14 @@ class Trainer:
         self.total_iters = cfg.epochs * self.iters_per_epoch
         self.optimizer = build_optimizer(_param_groups(self.model, cfg.optimizer.weight_decay), cfg.optimizer)
         self.scheduler = build_scheduler(self.optimizer, cfg, self.iters_per_epoch)
-        self.amp = bool(cfg.amp)
-        self.amp_dtype = torch.bfloat16 if self.device.type == "cpu" else torch.float16
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.device.type == "cuda")
+        self.precision = resolve_precision(cfg.amp, self.device, cfg.channels_last)
+        logger.info("precision %s (%s), channels_last %s", self.precision.name, self.precision.reason,
+                    self.precision.channels_last)
+        self.amp = self.precision.autocast
+        self.amp_dtype = self.precision.dtype or torch.float32
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.grad_scaler)
+        if self.precision.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.ema = ModelEMA(self.model, cfg.ema_decay) if cfg.ema else None
         self.iteration = 0
         self.train_seconds = 0.0
@@ -449,6 +455,8 @@ class Trainer:
         start = time.perf_counter()
         self.ddp_model.train()
         images = images.to(self.device, non_blocking=True)
+        if self.precision.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         targets = _to_device(targets, self.device)
         lr = float(self.optimizer.param_groups[0]["lr"])
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
@@ -601,7 +609,7 @@ class Trainer:
             self.val_set,
             batch_size=self.recipe.eval.batch_size,
             device=self.device,
-            amp=self.amp,
+            amp=self.amp_dtype if self.amp else False,
             ann_file=ann_file,
             num_workers=self.recipe.data.num_workers,
             max_dets=self.recipe.eval.max_dets,

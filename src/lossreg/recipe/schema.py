@@ -122,7 +122,10 @@ class TrainCfg:
     steps: tuple[int, ...] = (8, 11)
     gamma: float = 0.1
     grad_clip: float | None = None
-    amp: bool = False
+    #: mixed precision (engine/precision.py): auto (bf16 where native, fp16 + GradScaler on older
+    #: CUDA, fp32 otherwise), bf16, fp16, fp32; true/false as before (on: bf16 CPU, fp16 CUDA)
+    amp: bool | Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    channels_last: bool | Literal["auto"] = "auto"
     ema: bool = False
     ema_decay: float = 0.9998
     seed: int = 0
