@@ -37,7 +37,12 @@ position)`` (:mod:`.sampler`), so on the CPU the weights after N more iterations
 an uninterrupted run's bit for bit.
 
 ``train.batch_size`` is the batch of one iteration over all processes: under ``torchrun``
-with N processes each loads ``batch_size / N`` images.
+with N processes each loads ``batch_size / N`` images. With ``train.accumulate: K`` each
+process runs those images as K micro-batches and the optimizer steps once: the losses are
+normalised over the whole batch (:mod:`.accumulate`, :mod:`lossreg.heads.normalizer`), so
+the step equals one batch of ``batch_size`` (up to what the micro-batches cannot share:
+trained batch norm, losses with running statistics), and learning rate, schedule and
+logged values need no change.
 """
 
 from __future__ import annotations
@@ -62,8 +67,10 @@ from tqdm.auto import tqdm
 from .._io import atomic_write_text
 from ..data import build_dataset, collate
 from .._version import __version__
+from ..heads.normalizer import SyncNormalizer, use_normalizer
 from ..recipe import Recipe, load_recipe
 from . import distributed as dist_utils
+from .accumulate import accumulate_step, split_batch
 from .checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
 from .ema import ModelEMA
 from .evaluate import METRIC_KEYS, evaluate
@@ -232,7 +239,15 @@ class Trainer:
                 f"train.batch_size={cfg.batch_size} is the batch over all processes and must be divisible "
                 f"by their number ({world})"
             )
+        self.accumulate = int(cfg.accumulate)
+        if cfg.batch_size % (world * self.accumulate):
+            raise ValueError(
+                f"train.batch_size={cfg.batch_size} is the batch of one optimizer step over {world} process(es) x "
+                f"train.accumulate={self.accumulate} micro-batches and must be divisible by {world * self.accumulate}"
+            )
         self.batch_per_rank = cfg.batch_size // world
+        #: images of one forward: the batch per process, divided by ``train.accumulate``
+        self.micro_batch = self.batch_per_rank // self.accumulate
         self.show_progress = self.is_main and (sys.stderr.isatty() if progress is None else progress)
         seed_everything(cfg.seed, cfg.deterministic)
 
@@ -288,6 +303,8 @@ class Trainer:
         if self.precision.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.ema = ModelEMA(self.model, cfg.ema_decay) if cfg.ema else None
+        # under DDP the heads normalise by the whole batch's positives (lossreg.heads.normalizer)
+        self._sync_normalizer = SyncNormalizer(self.model, self.device) if self.dist.enabled else None
         self.iteration = 0
         self.train_seconds = 0.0
         self.last_eval: dict[str, Any] | None = None
@@ -350,7 +367,7 @@ class Trainer:
         probe = copy.deepcopy(self.model).train()
         order = self.sampler.order()
         items = SeededItems(self.train_set)
-        keys = [(0, order[self.dist.rank + k * self.dist.world_size]) for k in range(min(self.batch_per_rank, self.sampler.per_rank))]
+        keys = [(0, order[self.dist.rank + k * self.dist.world_size]) for k in range(min(self.micro_batch, self.sampler.per_rank))]
         images, targets, _ = collate([items[key] for key in keys])
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
@@ -450,8 +467,15 @@ class Trainer:
             with open(self.metrics_path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
 
+    def _autocast(self) -> Any:
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp)
+
     def train_step(self, images: torch.Tensor, targets: list[dict[str, Any]]) -> dict[str, Any]:
-        """One iteration on a collated batch; returns the logged record (values averaged over ranks)."""
+        """One iteration (optimizer step) on a collated batch; returns the logged record (values averaged over ranks).
+
+        With ``train.accumulate: N`` the batch runs as N micro-batches normalised as one
+        (:mod:`.accumulate`); the logged losses are the whole batch's.
+        """
         start = time.perf_counter()
         self.ddp_model.train()
         images = images.to(self.device, non_blocking=True)
@@ -459,11 +483,20 @@ class Trainer:
             images = images.contiguous(memory_format=torch.channels_last)
         targets = _to_device(targets, self.device)
         lr = float(self.optimizer.param_groups[0]["lr"])
-        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
-            out = self.ddp_model(images, targets)
-        loss = sum(out.values())  # torchvision's contract: the dict's parts sum to the total
-        values = {f"loss/{k[5:]}": float(v.detach()) for k, v in out.items() if k.startswith("loss_")}
-        values["loss"] = float(loss.detach())
+        loss: torch.Tensor | None = None
+        if self.accumulate > 1:  # forwards and backwards of every micro-batch, normalised as one batch
+            self.optimizer.zero_grad(set_to_none=True)
+            parts, _ = accumulate_step(
+                self.model, self.ddp_model, split_batch(images, targets, self.accumulate),
+                lambda total: self.scaler.scale(total).backward(), self.device, self._autocast,
+            )
+        else:
+            with use_normalizer(self._sync_normalizer), self._autocast():
+                out = self.ddp_model(images, targets)
+            loss = sum(out.values())  # torchvision's contract: the dict's parts sum to the total
+            parts = {k: float(v.detach()) for k, v in out.items()}
+        values = {f"loss/{k[5:]}": v for k, v in parts.items() if k.startswith("loss_")}
+        values["loss"] = float(loss.detach()) if loss is not None else sum(parts.values())
         values.update({f"weight/{k}": v for k, v in _balancer_weights(self.model).items()})
         values = dist_utils.all_reduce_mean(values, self.device if self.device.type == "cuda" else "cpu")
         if not math.isfinite(values["loss"]):
@@ -472,8 +505,9 @@ class Trainer:
                 f"({', '.join(f'{k}={v:.4g}' for k, v in values.items())}); lower train.optimizer.lr, "
                 "set train.grad_clip or lengthen the warm-up"
             )
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        if loss is not None:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
         grad_norm = None
         if self.cfg.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
@@ -520,12 +554,14 @@ class Trainer:
         stop = self.total_iters if max_iterations is None else min(int(max_iterations), self.total_iters)
         if self.is_main:
             logger.info(
-                "training %s for %d epochs x %d iterations on %s%s -> %s",
+                "training %s for %d epochs x %d iterations on %s%s%s -> %s",
                 self.recipe.name,
                 self.cfg.epochs,
                 self.iters_per_epoch,
                 self.device,
                 f" x {self.dist.world_size} processes" if self.dist.enabled else "",
+                f" (batch {self.cfg.batch_size} as {self.accumulate} accumulated micro-batches of {self.micro_batch}"
+                f"{' per process' if self.dist.enabled else ''})" if self.accumulate > 1 else "",
                 self.run_dir,
             )
         while self.iteration < stop:

@@ -23,6 +23,7 @@ from .._registry import Slot, build_component
 from ..ops.anchors import AnchorGenerator
 from ..ops.postprocess import Padded, batched_group_nms, level_topk, pad_per_image, unpad
 from ..ops.geometry import aligned_box_iou
+from .normalizer import active_normalizer, avg_factor
 
 Spec = str | dict[str, Any] | nn.Module | None
 
@@ -44,8 +45,13 @@ def balance_terms(head: nn.Module, terms: dict[str, Tensor]) -> dict[str, Tensor
     beyond the weighted task losses (uncertainty weighting's ``sum 0.5 s_k``). A balancer
     without ``weighted_parts`` (any ``total, weights = balancer(losses)`` module) gets
     ``loss_balancer = total - sum of the weighted losses`` when that is not zero or the
-    balancer has trainable parameters.
+    balancer has trainable parameters. During a training step with gradient accumulation
+    the active loss normaliser balances instead (:mod:`lossreg.heads.normalizer`).
     """
+    normalizer = active_normalizer()
+    balanced = normalizer.balance(head, terms) if normalizer is not None else None
+    if balanced is not None:
+        return balanced
     if hasattr(head.balancer, "weighted_parts"):
         parts, weights = head.balancer.weighted_parts(terms)
     else:
@@ -284,10 +290,14 @@ class DenseHead(nn.Module):
         labels = torch.cat(labels_all)
         quality = torch.cat(quality_all).clamp(0, 1)
         num_pos = sum(int(p[1].numel()) for p in pos_parts)
-        avg = float(max(num_pos, 1))
+        # normalised over this batch or, in training under DDP or accumulation, the whole batch
+        # (lossreg.heads.normalizer); every factor is asked for on every step, before any branch
+        avg = avg_factor(self, "cls", num_pos, 1.0, self.cls_loss)
+        q_avg = avg_factor(self, "quality", num_pos, 1.0, self.quality_loss) if self.has_quality else avg
         terms = {"cls": self.cls_loss(cls.reshape(-1, c), labels, quality=quality, avg_factor=avg)}
 
         if num_pos == 0:
+            avg_factor(self, "reg", 0.0, 1e-6 if self.reg_weighting == "quality" else 1.0, self.reg_loss)
             # keep every output in the graph so DDP and the balancer see the same tasks every step
             zero = out["reg"].sum() * 0.0
             terms["reg"] = zero
@@ -305,10 +315,12 @@ class DenseHead(nn.Module):
         scores = cls[b_idx, a_idx, pos_labels].detach().sigmoid()
         q_target = self.quality_target(anchors, pred_boxes.detach().float(), gt_boxes).detach()
 
-        weight, reg_avg = None, avg
+        weight = None
         if self.reg_weighting == "quality":
             weight = q_target
-            reg_avg = float(q_target.sum().clamp(min=1e-6))
+            reg_avg = avg_factor(self, "reg", q_target.sum(), 1e-6, self.reg_loss)
+        else:
+            reg_avg = avg_factor(self, "reg", num_pos, 1.0, self.reg_loss)
         if getattr(self.reg_loss, "space", "box") == "delta":
             reg_pred = out["reg"][b_idx, a_idx]
             reg_target = self.encode(anchors, gt_boxes, strides)
@@ -318,7 +330,7 @@ class DenseHead(nn.Module):
         if self.has_quality:
             q_logits = out["quality"][b_idx, a_idx][:, None]
             zeros = torch.zeros_like(a_idx)
-            terms["quality"] = self.quality_loss(q_logits, zeros, avg_factor=avg, target=q_target)
+            terms["quality"] = self.quality_loss(q_logits, zeros, avg_factor=q_avg, target=q_target)
         return terms
 
     @torch.no_grad()

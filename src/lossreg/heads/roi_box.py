@@ -18,6 +18,7 @@ from ..ops.geometry import aligned_box_iou
 from ..ops.sampler import RandomSampler
 from ..ops.postprocess import Padded, batched_group_nms, clip_to_sizes, image_sizes_tensor, pad_per_image, unpad
 from .dense import Spec, balance_terms
+from .normalizer import avg_factor
 from .rpn import FASTER_RCNN_PAPER, with_default_params
 
 __all__ = ["RoIBoxHead", "RoISample"]
@@ -223,7 +224,9 @@ class RoIBoxHead(nn.Module):
         sample = sample if sample is not None else self.sample(proposals, targets)
         logits, deltas = self(feats, sample.rois, [image_shape] * len(sample.rois))
         n, c = logits.shape[0], self.num_classes
-        avg = float(max(n, 1))
+        # the number sampled, over this batch or the whole (DDP / accumulated) batch: lossreg.heads.normalizer
+        avg = avg_factor(self, "cls", n, 1.0, self.cls_loss)
+        reg_avg = avg_factor(self, "reg", n, 1.0, self.reg_loss)
         rois = torch.cat(sample.rois)
         deltas = deltas.view(n, c, 4)
         labels, pos = sample.labels, sample.pos
@@ -242,7 +245,7 @@ class RoIBoxHead(nn.Module):
             pred, target = p_deltas, self.coder.encode(p_rois, p_gt)
         else:
             pred, target = self.coder.decode(p_rois, p_deltas), p_gt
-        terms["reg"] = self.reg_loss(pred, target, avg_factor=avg, scores=scores, anchors=p_rois)
+        terms["reg"] = self.reg_loss(pred, target, avg_factor=reg_avg, scores=scores, anchors=p_rois)
         return terms
 
     def _quality(self, rois: Tensor, deltas: Tensor, sample: RoISample, targets: list[dict[str, Tensor]]) -> Tensor:

@@ -23,6 +23,7 @@ from ..ops.geometry import aligned_box_iou
 from ..ops.sampler import RandomSampler
 from ..ops.postprocess import batched_group_nms, clip_to_sizes, image_sizes_tensor, level_topk, rank_in_image
 from .dense import DenseHead, Spec, init_head_convs
+from .normalizer import avg_factor
 
 __all__ = ["RPNHead", "with_default_params", "FASTER_RCNN_PAPER"]
 
@@ -203,7 +204,9 @@ class RPNHead(DenseHead):
             labels.append(lab)
             quality.append(q)
         b_idx, a_idx = torch.cat(rows_b), torch.cat(rows_a)
-        avg = float(max(b_idx.numel(), 1))
+        # the number sampled, over this batch or the whole (DDP / accumulated) batch: lossreg.heads.normalizer
+        avg = avg_factor(self, "cls", b_idx.numel(), 1.0, self.cls_loss)
+        reg_avg = avg_factor(self, "reg", b_idx.numel(), 1.0, self.reg_loss)
         logits = cls[b_idx, a_idx]  # [S, 1]
         terms = {
             "cls": self.cls_loss(logits, torch.cat(labels), quality=torch.cat(quality).clamp(0, 1), avg_factor=avg)
@@ -220,7 +223,7 @@ class RPNHead(DenseHead):
             reg_pred, reg_target = out["reg"][pb, pa], self.encode(anchors, gt_boxes, strides)
         else:
             reg_pred, reg_target = boxes[pb, pa], gt_boxes
-        terms["reg"] = self.reg_loss(reg_pred, reg_target, avg_factor=avg, scores=scores, anchors=anchors)
+        terms["reg"] = self.reg_loss(reg_pred, reg_target, avg_factor=reg_avg, scores=scores, anchors=anchors)
         return terms
 
     # -- Faster R-CNN ----------------------------------------------------------

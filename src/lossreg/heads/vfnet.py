@@ -34,6 +34,7 @@ from .._registry import Slot, build_component, register_head
 from ..ops.anchors import AnchorGenerator
 from ..ops.geometry import aligned_box_iou
 from .dense import DenseHead, Scale, Spec, _flatten, conv_tower, init_head_convs
+from .normalizer import avg_factor
 
 __all__ = ["StarConv", "VFNetHead", "star_dcn_offset"]
 
@@ -318,6 +319,7 @@ class VFNetHead(DenseHead):
             gt_parts.append(tgt["boxes"][gt_idx])
             label_parts.append(tgt["labels"][gt_idx].long())
         if not a_parts:
+            avg_factor(self, "reg_init", 0.0, 1e-6 if self.reg_weighting == "quality" else 1.0, self.reg_init_loss)
             return out["reg_init"].sum() * 0.0
         b_idx, a_idx = torch.cat(b_parts), torch.cat(a_parts)
         gt_boxes = torch.cat(gt_parts).float()
@@ -325,10 +327,12 @@ class VFNetHead(DenseHead):
         anchors, strides = out["anchors"][a_idx], out["strides"][a_idx]
         pred_boxes = boxes_init[b_idx, a_idx]
         scores = out["cls"][b_idx, a_idx, labels].detach().sigmoid()
-        weight, avg = None, float(a_idx.numel())
+        weight = None
         if self.reg_weighting == "quality":
             weight = aligned_box_iou(pred_boxes.detach().float(), gt_boxes).clamp(min=0)
-            avg = float(weight.sum().clamp(min=1e-6))
+            avg = avg_factor(self, "reg_init", weight.sum(), 1e-6, self.reg_init_loss)
+        else:  # the number of positives (lossreg.heads.normalizer: over the whole batch in training)
+            avg = avg_factor(self, "reg_init", a_idx.numel(), 1.0, self.reg_init_loss)
         if getattr(self.reg_init_loss, "space", "box") == "delta":
             reg_pred, reg_target = out["reg_init"][b_idx, a_idx], self.encode(anchors, gt_boxes, strides)
         else:

@@ -61,6 +61,9 @@ def apply_weight(loss: Tensor, weight: Tensor | None) -> Tensor:
 class _LossBase(nn.Module):
     task: str = ""
     paper: str | None = None
+    #: whether ``reduction="mean"`` divides by the ``avg_factor`` a head passes (False: the loss normalises
+    #: itself; with gradient accumulation its micro-batch values are averaged, lossreg.heads.normalizer)
+    uses_avg_factor: bool = True
 
     def __init__(self, reduction: str = "mean", loss_weight: float = 1.0) -> None:
         super().__init__()

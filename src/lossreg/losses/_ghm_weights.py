@@ -20,6 +20,7 @@ class GHMWeightedLoss(ClsLoss):
     """
 
     acc_sum: Tensor
+    uses_avg_factor = False
 
     def __init__(self, bins: int, momentum: float, reduction: str, loss_weight: float, owner: str) -> None:
         super().__init__(reduction=reduction, loss_weight=loss_weight)

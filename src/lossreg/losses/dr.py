@@ -57,6 +57,7 @@ class DRLoss(ClsLoss):
     """
 
     paper = "Qian et al., DR Loss: Improving Object Detection by Distributional Ranking, CVPR 2020"
+    uses_avg_factor = False
 
     def __init__(
         self,

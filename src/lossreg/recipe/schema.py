@@ -111,10 +111,16 @@ class OptimizerCfg:
 
 @dataclass(frozen=True)
 class TrainCfg:
-    """Schedule and training-loop settings (``steps`` are epochs at which the lr drops by ``gamma``)."""
+    """Schedule and training-loop settings (``steps`` are epochs at which the lr drops by ``gamma``).
+
+    ``batch_size`` is the batch of one optimizer step over every process;
+    ``accumulate: N`` runs it as N micro-batches per process whose losses are normalised
+    as one batch (gradient accumulation, :mod:`lossreg.engine.accumulate`).
+    """
 
     epochs: int = 12
     batch_size: int = 8
+    accumulate: int = 1
     optimizer: OptimizerCfg = field(default_factory=OptimizerCfg)
     warmup_iters: int = 500
     warmup_ratio: float = 0.001
@@ -215,9 +221,13 @@ def validate(recipe: Recipe) -> None:
             raise RecipeError(str(exc), "model.weights") from None
     _validate_data(recipe.data)
     train = recipe.train
-    for key in ("epochs", "batch_size", "log_interval", "checkpoint_interval"):
+    for key in ("epochs", "batch_size", "accumulate", "log_interval", "checkpoint_interval"):
         if getattr(train, key) < 1:
             raise RecipeError(f"must be >= 1, got {getattr(train, key)}", f"train.{key}")
+    if train.batch_size % train.accumulate:
+        raise RecipeError(
+            f"train.batch_size={train.batch_size} (the batch of one optimizer step) must be divisible by "
+            f"accumulate={train.accumulate}, the micro-batches it is split into", "train.accumulate")
     if train.warmup_iters < 0 or not 0 < train.warmup_ratio <= 1:
         raise RecipeError("warmup_iters must be >= 0 and warmup_ratio in (0, 1]", "train.warmup_ratio")
     if train.optimizer.lr <= 0:
