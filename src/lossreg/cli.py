@@ -451,6 +451,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     seeds = ablate.parse_seed_list(args.seed_list) if args.seed_list is not None else args.seeds
     plan = ablate.plan_ablation(args.recipe, args.swap or [], one_at_a_time=args.one_at_a_time, seeds=seeds,
                                 sets=args.set or (), output_dir=args.output)
+    from .engine.ablate.archive import sync_archive
     if args.dry_run:
         print(ablate.describe_plan(plan, ablate.statuses(plan)))
         return 0
@@ -461,9 +462,12 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     else:
         def say(line: str) -> None:
             print(f"lossreg ablate: {line}", file=sys.stderr, flush=True)
+        if args.results:
+            sync_archive(plan, args.results, "restore")
 
         try:
-            summary = ablate.run_ablation(plan, jobs=args.jobs, device=args.device, progress=args.progress, say=say)
+            summary = ablate.run_ablation(plan, jobs=args.jobs, device=args.device, progress=args.progress, say=say,
+                                          results=args.results)
         except KeyboardInterrupt:
             print("lossreg ablate: interrupted; run the same command again to continue", file=sys.stderr)
             return 130
@@ -684,3 +688,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+    p.add_argument("--results", metavar="DIR",
+                   help="keep every finished run's small result files (recipe, metrics, evaluation, score-IoU "
+                        "pairs; no checkpoints) in DIR, e.g. docs/results/<name>, and restore runs from there "
+                        "first, so a new machine with the same DIR trains only what is missing")

@@ -416,3 +416,45 @@ def test_torchrun_ablation_two_cpu_processes(tiny_recipe, tmp_path):
         run = tmp_path / "out" / f"cls_loss={variant}" / "seed0"
         assert json.loads((run / "metrics.json").read_text())["iterations"] == 1
         assert (run / "eval-val" / "score_iou_pairs.npz").is_file()
+
+
+def test_results_archive_lets_a_new_machine_skip_finished_runs(recipe_file, tmp_path, monkeypatch):
+    results = tmp_path / "docs" / "results" / "tiny"
+    first = tmp_path / "machine1"
+    argv = ["ablate", str(recipe_file), "--swap", "model.cls_loss=focal,qfl", "--results", str(results)]
+    assert main([*argv, "--output", str(first)]) == 0
+    archived = sorted(p.relative_to(results).as_posix() for p in results.rglob("*") if p.is_file())
+    assert archived == [f"cls_loss={v}/seed0/{f}" for v in ("focal", "qfl") for f in
+                        ("eval-val/metrics.json", "eval-val/score_iou_pairs.npz", "metrics.json", "recipe.yaml")]
+    assert sum(p.stat().st_size for p in results.rglob("*") if p.is_file()) < 200_000  # no checkpoints, no model
+    markdown = (first / "ablation.md").read_text()
+
+    # a new machine: no run folders, the archive only; one more variant is planned
+    monkeypatch.setattr("lossreg.engine.ablate.run.Trainer",
+                        lambda *a, **k: pytest.fail("an archived run was trained again"))
+    second = tmp_path / "machine2"
+    assert main([*argv, "--output", str(second), "--summary-only"]) == 0
+    assert (second / "ablation.md").read_text() == markdown.replace(str(first), str(second))
+    trained = []
+
+    class Recording(Trainer):
+        def __init__(self, *args, **kwargs):
+            trained.append(Path(kwargs["output_dir"]).relative_to(second).as_posix())
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr("lossreg.engine.ablate.run.Trainer", Recording)
+    assert main(["ablate", str(recipe_file), "--swap", "model.cls_loss=focal,qfl,vfl", "--results", str(results),
+                 "--output", str(second)]) == 0
+    assert trained == ["cls_loss=vfl/seed0"]
+    assert (results / "cls_loss=vfl" / "seed0" / "metrics.json").is_file()  # archived as it finished
+
+
+def test_results_archive_of_another_recipe_is_refused(recipe_file, tmp_path, capsys):
+    results = tmp_path / "results"
+    assert main(["ablate", str(recipe_file), "--swap", "model.cls_loss=focal", "--results", str(results),
+                 "--output", str(tmp_path / "a")]) == 0
+    code = main(["ablate", str(recipe_file), "--swap", "model.cls_loss=focal", "--set", "train.epochs=3",
+                 "--results", str(results), "--output", str(tmp_path / "b")])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{results / 'cls_loss=focal' / 'seed0'} was trained with a different recipe" in err
+    assert not (tmp_path / "b" / "cls_loss=focal").exists()  # nothing restored from a mismatching archive

@@ -281,7 +281,7 @@ def _comparable(recipe: Mapping[str, Any], planned: Recipe) -> dict[str, Any]:
     return flat
 
 
-def _check_same_recipe(run_dir: Path, planned: Recipe) -> None:
+def check_same_recipe(run_dir: Path, planned: Recipe) -> None:
     path = RunFolder(run_dir).recipe
     if not path.is_file():
         return
@@ -317,6 +317,6 @@ def statuses(plan: AblationPlan) -> dict[str, str]:
     for run in plan.runs:
         run_dir = plan.run_dir(run)
         recipe = plan.recipe_of(run)
-        _check_same_recipe(run_dir, recipe)
+        check_same_recipe(run_dir, recipe)
         out[run.dir] = run_status(run_dir, eval_dir_name(recipe))
     return out

@@ -25,6 +25,7 @@ from ...recipe import Recipe
 from .. import distributed as dist_utils
 from ..runs import RunFolder
 from ..trainer import Trainer, resolve_device
+from .archive import archive_run, sync_archive
 from .plan import PAIRS_NAME, PLAN_NAME, AblationPlan, Run, eval_dir_name, run_status, statuses, write_plan
 from .summary import SCORE_THR, summarize
 from .swaps import AblationError
@@ -202,8 +203,13 @@ def run_ablation(
     device: str | None = None,
     progress: bool | None = False,
     say: Callable[[str], None] | None = None,
+    results: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate every run of ``plan`` that is not finished, then :func:`summarize`.
+
+    ``results`` (``--results DIR``): an archive of the runs' small result files
+    (:mod:`.archive`): runs archived there are restored first and not trained again, and
+    every finished run is archived there (after each run, and all at the end).
 
     ``jobs`` runs train at once as subprocesses (1: one after the other in this process);
     under ``torchrun`` (``WORLD_SIZE`` > 1) ``jobs`` must be 1 and every process runs the
@@ -223,6 +229,10 @@ def run_ablation(
     if world > 1:
         dist_utils.init_distributed(resolve_device(device or plan.base.train.device).type)
     main = dist_utils.is_main_process()
+    if main and results is not None:
+        restored = sync_archive(plan, results, "restore")
+        if restored:
+            say(f"restored {len(restored)} finished runs from {results}")
     status = statuses(plan) if main else None
     status = dist_utils.broadcast_object(status)
     if main:
@@ -255,8 +265,12 @@ def run_ablation(
                 continue
             if main:
                 say(f"finished {run.dir} in {time.perf_counter() - start:.0f} s{_ap_note(run_dir)}")
+                if results is not None:
+                    archive_run(run_dir, Path(results) / run.dir, eval_dir_name(plan.recipe_of(run)))
     if not main:
         return None  # type: ignore[return-value]
+    if results is not None:
+        sync_archive(plan, results, "archive")
     summary = summarize(plan.output_dir)
     summary["failed"] = failed
     return summary
