@@ -7,7 +7,8 @@ and ``lossreg ablate`` agree on it::
         recipe.yaml        the resolved recipe (a comment header gives seed and versions)
         metrics.jsonl      one JSON record per iteration and evaluation
         metrics.json       the final evaluation, when training ends
-        checkpoints/       last.* and epoch_NNNN.* (safetensors + training state)
+        checkpoints/       last.*, epoch_NNNN.* (the newest train.keep_last of them) and best.*
+                           (train.best_metric), each safetensors + training state
         model/             the final (EMA) model, a save_pretrained folder
         plots/             loss, learning-rate and balancer-weight plots
 
@@ -79,6 +80,24 @@ class RunFolder:
     def last_checkpoint(self) -> Path:
         """The stem ``checkpoints/last`` (see :func:`~.checkpoint.checkpoint_paths`)."""
         return self.checkpoints / "last"
+
+    @property
+    def best_checkpoint(self) -> Path:
+        """The stem ``checkpoints/best``: the evaluation with the best ``train.best_metric``."""
+        return self.checkpoints / "best"
+
+    def epoch_checkpoint(self, epoch: int) -> Path:
+        """The stem ``checkpoints/epoch_NNNN`` of the checkpoint after ``epoch`` epochs."""
+        return self.checkpoints / f"epoch_{epoch:04d}"
+
+    def epoch_checkpoints(self) -> list[tuple[int, Path]]:
+        """``(epoch, stem)`` of every ``epoch_NNNN`` checkpoint whose weights exist, oldest first."""
+        found = []
+        for weights in self.checkpoints.glob("epoch_*.safetensors"):
+            digits = weights.name[len("epoch_") : -len(".safetensors")]
+            if digits.isdigit():
+                found.append((int(digits), weights.with_suffix("")))
+        return sorted(found)
 
     @property
     def model(self) -> Path:

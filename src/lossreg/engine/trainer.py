@@ -24,7 +24,10 @@ The run folder (rank 0 writes it; see :mod:`.distributed`)::
                             and the versions of lossreg, torch, torchvision and timm)
     metrics.jsonl           one JSON record per iteration ("type": "train") and evaluation ("eval")
     checkpoints/last.*      last.safetensors + last.state.pt, rewritten at the end of each epoch
-    checkpoints/epoch_NNNN.*  every ``train.checkpoint_interval`` epochs
+    checkpoints/epoch_NNNN.*  every ``train.checkpoint_interval`` epochs; only the newest
+                            ``train.keep_last`` are kept (hard links of ``last``: no extra space
+                            while they are the same)
+    checkpoints/best.*      with ``train.best_metric``: the checkpoint of the best evaluation
     plots/*.png             losses, balancer weights, learning rate (and validation AP)
     metrics.json            the final evaluation and ``train_seconds``, when training ends
     model/                  the trained model in the Hub layout (lossreg.save_pretrained): model.safetensors,
@@ -34,7 +37,9 @@ Resuming (``resume=``) continues exactly: the model, optimizer, scheduler, gradi
 scaler, EMA, RNG states and the position in the epoch are restored, every epoch's
 sample order and every sample's augmentation depend only on ``(seed, epoch,
 position)`` (:mod:`.sampler`), so on the CPU the weights after N more iterations equal
-an uninterrupted run's bit for bit.
+an uninterrupted run's bit for bit. Resuming a run that has finished (its checkpoint at
+the end of the schedule and ``metrics.json`` written) changes nothing: :meth:`Trainer.train`
+returns the recorded metrics; ``--set train.epochs=N`` with more epochs extends it.
 
 ``train.batch_size`` is the batch of one iteration over all processes: under ``torchrun``
 with N processes each loads ``batch_size / N`` images. With ``train.accumulate: K`` each
@@ -308,6 +313,10 @@ class Trainer:
         self.iteration = 0
         self.train_seconds = 0.0
         self.last_eval: dict[str, Any] | None = None
+        #: ``{"metric", "value", "epoch", "iteration"}`` of the best evaluation (``train.best_metric``)
+        self.best: dict[str, Any] | None = None
+        #: resumed from the end of a run whose metrics.json exists: train() leaves the folder untouched
+        self.finished_before = False
 
         # run folder
         run_dir = None
@@ -335,6 +344,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def _init_run_dir(self) -> None:
+        if self.finished_before:  # a finished run is left as it is
+            return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         v = versions()
         header = (
@@ -392,6 +403,7 @@ class Trainer:
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "rng": _rng_state(),
             "train_seconds": self.train_seconds,
+            "best": self.best,
             "recipe": self.recipe.to_dict(),
             "versions": versions(),
         }
@@ -458,6 +470,8 @@ class Trainer:
                 self.ema = ModelEMA(self.model, self.cfg.ema_decay)
         self.iteration = int(state["iteration"])
         self.train_seconds = float(state.get("train_seconds", 0.0))
+        self.best = self._recorded_best(state.get("best"))
+        self.finished_before = self.iteration >= self.total_iters and self.run.metrics.is_file()
         _set_rng_state(state["rng"])
         logger.info("resumed from %s at iteration %d (epoch %d)", path, self.iteration, self.iteration // self.iters_per_epoch)
 
@@ -547,10 +561,13 @@ class Trainer:
 
         ``callbacks`` are called with the trainer after every iteration. At the end of
         each epoch: evaluation every ``eval.interval`` epochs, the ``last`` checkpoint
-        (and ``epoch_NNNN`` every ``train.checkpoint_interval`` epochs) and the plots.
+        (and ``epoch_NNNN`` every ``train.checkpoint_interval`` epochs, the newest
+        ``train.keep_last`` kept; ``best`` when ``train.best_metric`` improved) and the plots.
         When the schedule is complete, returns the final metrics (also written to
         ``metrics.json``, with the model in ``model/``); returns None when stopped early.
         """
+        if self.finished_before:
+            return self._finished_metrics()
         stop = self.total_iters if max_iterations is None else min(int(max_iterations), self.total_iters)
         if self.is_main:
             logger.info(
@@ -625,9 +642,61 @@ class Trainer:
         if self.is_main:
             self.save_checkpoint("last")
             if epochs_done % self.cfg.checkpoint_interval == 0:
-                self._link_checkpoint(f"epoch_{epochs_done:04d}")
+                self._link_checkpoint(self.run.epoch_checkpoint(epochs_done).name)
+                self.prune_checkpoints()
+            if self.best is not None and self.best["iteration"] == self.iteration:
+                self._link_checkpoint("best")
             plot_metrics(self.metrics_path, self.run.plots)
         dist_utils.barrier()
+
+    # ------------------------------------------------------------------ checkpoints people can manage
+    def prune_checkpoints(self) -> list[Path]:
+        """Delete all but the newest ``train.keep_last`` epoch checkpoints (rank 0); returns the deleted stems.
+
+        ``last`` and ``best`` are separate links and stay whatever is deleted.
+        """
+        keep = self.cfg.keep_last
+        if not self.is_main or keep is None:
+            return []
+        old = [stem for _, stem in self.run.epoch_checkpoints()][:-keep]
+        for stem in old:
+            for path in checkpoint_paths(stem):
+                path.unlink(missing_ok=True)
+        if old:
+            logger.debug("train.keep_last=%d: deleted %s", keep, ", ".join(p.name for p in old))
+        return old
+
+    def _is_best(self, metrics: Mapping[str, Any]) -> bool:
+        """Record ``metrics`` as the best evaluation if ``train.best_metric`` improved (higher is better)."""
+        name = self.cfg.best_metric
+        value = metrics.get(name) if name else None
+        if value is None or (self.best is not None and float(value) <= float(self.best["value"])):
+            return False
+        self.best = {"metric": name, "value": float(value), "epoch": self.iteration // self.iters_per_epoch,
+                     "iteration": self.iteration}
+        return True
+
+    def _recorded_best(self, from_state: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        """The best evaluation a resumed run had: its checkpoint's, or metrics.json's when newer (final evaluation)."""
+        best = dict(from_state) if from_state else None
+        if self.is_main and self.run.metrics.is_file():
+            try:
+                final = json.loads(self.run.metrics.read_text(encoding="utf-8")).get("best")
+            except (OSError, ValueError):
+                final = None
+            if final and (best is None or final.get("iteration", -1) > best.get("iteration", -1)):
+                best = dict(final)
+        if best is not None and best.get("metric") != self.cfg.best_metric:
+            return None  # another metric now: start over
+        return best
+
+    def _finished_metrics(self) -> dict[str, Any] | None:
+        """A finished run's recorded metrics.json (rank 0), touching nothing."""
+        if not self.is_main:
+            return None
+        logger.info("%s finished already (iteration %d of %d); nothing to do (more epochs: --set train.epochs=N)",
+                    self.run_dir, self.iteration, self.total_iters)
+        return json.loads(self.run.metrics.read_text(encoding="utf-8"))
 
     # ------------------------------------------------------------------ evaluation and the end
     @property
@@ -657,6 +726,7 @@ class Trainer:
         metrics = self.evaluate()
         if metrics is not None:
             self.last_eval = metrics
+            self._is_best(metrics)
             self._log({"type": "eval", "iter": self.iteration, "epoch": epochs_done, **metrics})
             logger.info(
                 "epoch %d: %s", epochs_done, " ".join(f"{k}={metrics[k]:.4f}" for k in METRIC_KEYS if metrics[k] is not None)
@@ -680,6 +750,10 @@ class Trainer:
             "epochs": self.iteration // self.iters_per_epoch,
             "versions": versions(),
         }
+        if self.best is not None:
+            result["best"] = dict(self.best)
+            if self.best["iteration"] == self.iteration:  # the final evaluation is the best
+                self._link_checkpoint("best")
         self.save_model(self.run.model, result)
         atomic_write_text(self.run.metrics, json.dumps(result, indent=2) + "\n")
         plot_metrics(self.metrics_path, self.run.plots)

@@ -139,6 +139,10 @@ class TrainCfg:
     device: str = "auto"
     log_interval: int = 20
     checkpoint_interval: int = 1
+    #: keep only the newest N ``epoch_NNNN`` checkpoints (None: all); ``last`` is always kept
+    keep_last: int | None = None
+    #: keep ``checkpoints/best.*``: the checkpoint of the evaluation with the highest value of this metric
+    best_metric: Literal["AP", "AP50", "AP75", "APs", "APm", "APl", "voc07_mAP", "voc12_mAP"] | None = None
 
 
 @dataclass(frozen=True)
@@ -224,6 +228,8 @@ def validate(recipe: Recipe) -> None:
     for key in ("epochs", "batch_size", "accumulate", "log_interval", "checkpoint_interval"):
         if getattr(train, key) < 1:
             raise RecipeError(f"must be >= 1, got {getattr(train, key)}", f"train.{key}")
+    if train.keep_last is not None and train.keep_last < 1:
+        raise RecipeError(f"must be >= 1 (or null: keep every epoch checkpoint), got {train.keep_last}", "train.keep_last")
     if train.batch_size % train.accumulate:
         raise RecipeError(
             f"train.batch_size={train.batch_size} (the batch of one optimizer step) must be divisible by "
