@@ -445,25 +445,25 @@ _ABLATE_EPILOG = """examples:
 
 def cmd_ablate(args: argparse.Namespace) -> int:
     from .engine import ablate, distributed
+    from .engine.ablate.archive import sync_archive
 
     if args.seeds is not None and args.seed_list is not None:
         raise CliError("give --seeds N or --seed-list S1,S2,..., not both")
     seeds = ablate.parse_seed_list(args.seed_list) if args.seed_list is not None else args.seeds
     plan = ablate.plan_ablation(args.recipe, args.swap or [], one_at_a_time=args.one_at_a_time, seeds=seeds,
                                 sets=args.set or (), output_dir=args.output)
-    from .engine.ablate.archive import sync_archive
     if args.dry_run:
         print(ablate.describe_plan(plan, ablate.statuses(plan)))
         return 0
     if args.summary_only:
+        if args.results:
+            sync_archive(plan, args.results, "restore")
         ablate.statuses(plan)  # refuses run folders of another recipe
         ablate.write_plan(plan)
         summary = ablate.summarize(plan.output_dir)
     else:
         def say(line: str) -> None:
             print(f"lossreg ablate: {line}", file=sys.stderr, flush=True)
-        if args.results:
-            sync_archive(plan, args.results, "restore")
 
         try:
             summary = ablate.run_ablation(plan, jobs=args.jobs, device=args.device, progress=args.progress, say=say,
@@ -656,6 +656,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a field of every variant, e.g. train.epochs=12 (repeatable)")
     p.add_argument("--output", "-o", metavar="DIR", help="the ablation folder [runs/ablate-<recipe>]")
     p.add_argument("--device", help="cpu, cuda, cuda:1 or auto (overrides train.device)")
+    p.add_argument("--results", metavar="DIR",
+                   help="keep every finished run's small result files (recipe, metrics, evaluation, score-IoU "
+                        "pairs; no checkpoints) in DIR, e.g. docs/results/<name>, and restore runs from there "
+                        "first, so a new machine with the same DIR trains only what is missing")
     p.add_argument("--summary-only", action="store_true",
                    help="train nothing: rebuild ablation.md/json/png from the run folders there are")
     p.add_argument("--dry-run", action="store_true",
@@ -688,7 +692,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
-    p.add_argument("--results", metavar="DIR",
-                   help="keep every finished run's small result files (recipe, metrics, evaluation, score-IoU "
-                        "pairs; no checkpoints) in DIR, e.g. docs/results/<name>, and restore runs from there "
-                        "first, so a new machine with the same DIR trains only what is missing")
