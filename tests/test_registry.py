@@ -252,3 +252,14 @@ def test_broken_plugin_is_reported_not_fatal(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "alive" in res.stdout
     assert "lossreg_missing_module_xyz" in res.stderr and "failed to load" in res.stderr
+
+
+def test_built_components_keep_their_resolved_spec():
+    """What config.json records (issue 16): every keyword the constructor got, defaults and build-time values included."""
+    loss = lossreg.create_loss("focal", gamma=1.0)
+    assert loss.build_spec == {"name": "focal", "alpha": 0.25, "gamma": 1.0, "reduction": "mean", "loss_weight": 1.0}
+    neck = lossreg.build_component("neck", {"name": "fpn", "out_channels": 16}, in_channels=[8, 16, 32])
+    assert neck.build_spec["in_channels"] == [8, 16, 32] and neck.build_spec["out_channels"] == 16
+    again = lossreg.build_component("neck", neck.build_spec)  # the spec builds the same component
+    assert again.build_spec == neck.build_spec
+    assert lossreg.build_component("loss", loss) is loss  # an instance passes through as it is

@@ -39,6 +39,7 @@ __all__ = [
     "component_info",
     "create_component",
     "build_component",
+    "record_build_spec",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -225,6 +226,22 @@ def check_type(value: Any, tp: Any) -> bool:
         # Arbitrary classes (tensors, modules): trust the caller.
         return isinstance(value, tp) or tp.__module__ not in ("builtins",)
     return True
+
+
+def record_build_spec(obj: Any, name: str, params: Mapping[str, Any]) -> None:
+    """Keep on ``obj`` what it was built with: ``obj.build_spec = {"name": name, **params}``.
+
+    ``params`` are the resolved keyword arguments: those given, including the build-time
+    defaults a detector passes (a head's ``num_classes`` and ``in_channels``), and the
+    signature's defaults for the rest, so ``build_spec`` is what the constructor received
+    and ``Registry.build(obj.build_spec)`` builds the same component again. ``config.json``
+    records its components from it (:func:`lossreg.hub.config.component_entries`). Objects
+    that take no attributes are left as they are.
+    """
+    try:
+        obj.build_spec = {"name": name, **params}
+    except (AttributeError, TypeError):
+        pass
 
 
 # --------------------------------------------------------------------------- plugins
@@ -436,9 +453,20 @@ class Registry(Generic[T]):
                 )
 
     def create(self, name: str, /, **kwargs: Any) -> Any:
-        """Instantiate component ``name`` with keyword arguments, checked first."""
+        """Instantiate component ``name`` with keyword arguments, checked first.
+
+        The instance keeps what it was built with as ``build_spec`` (see :func:`record_build_spec`).
+        """
         self.check_kwargs(name, kwargs)
-        return self.get(name)(**kwargs)
+        obj = self.get(name)(**kwargs)
+        record_build_spec(obj, name, self.resolved_params(name, kwargs))
+        return obj
+
+    def resolved_params(self, name: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """Every parameter component ``name`` gets from ``kwargs``: the signature's defaults, then ``kwargs``."""
+        params = {k: v for k, v in self.info(name).params.items() if v is not REQUIRED}
+        params.update(kwargs)
+        return params
 
     def build(self, spec: str | Mapping[str, Any] | Any, /, require_task: str | None = None, **defaults: Any) -> Any:
         """Build from a config: a name, ``{"name": ..., **params}``, or an instance.

@@ -9,6 +9,7 @@ configs find what they expect, and adds a ``lossreg`` block::
       "num_classes": 3, "label_names": ["ellipse", "rectangle", "triangle"],
       "model_args": {...},                    # keyword arguments that rebuild the detector
       "pretrained_cfg": {"tag": ..., "hf_hub_id": ..., "input_size": [3, 256, 256], "mean": [...], ...},
+                                              # keys without a value (no tag, no hf_hub_id yet) are left out, as timm does
       "lossreg": {
         "format_version": 1, "version": "0.1.0",
         "components": {"neck": {"name": "fpn", "params": {...}}, "head": {...},
@@ -22,9 +23,12 @@ configs find what they expect, and adds a ``lossreg`` block::
     }
 
 Only ``architecture`` and ``model_args`` rebuild the model; ``components`` is the
-same information with every default filled in, for people and the model card, and
+same information with every value resolved, for people and the model card: each
+entry's ``params`` are what that module was built with (the registry records them on
+the instance, ``build_spec``), the values the detector passes at build time included
+(a head's ``in_channels`` is the neck's ``out_channels``, not the signature's 256). It
 is what :func:`check_config` validates against the installed registries before
-anything is built.
+anything is built; configs written before the entries were resolved load the same.
 """
 
 from __future__ import annotations
@@ -85,8 +89,19 @@ def _plain(value: Any, where: str) -> Any:
     raise HubError(f"{where} is a {type(value).__name__}; only JSON values can be published")
 
 
-def _entry(kind: str, spec: Any, where: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``({"name", "params"}, {slot: sub-spec})``: a component with its defaults filled in."""
+def _built_spec(module: Any, name: str) -> Mapping[str, Any] | None:
+    """The ``build_spec`` the registry left on ``module`` (lossreg._registry.record_build_spec), when it is ``name``'s."""
+    spec = getattr(module, "build_spec", None)
+    return spec if isinstance(spec, Mapping) and spec.get("name") == name else None
+
+
+def _entry(kind: str, spec: Any, where: str, built: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``({"name", "params"}, {slot: sub-spec})``: a component with its defaults filled in.
+
+    ``built`` is the module built from ``spec``, when there is one: its ``build_spec`` gives
+    the values it actually received, the detector's build-time ones (a head's ``in_channels``,
+    ``num_classes``, post-processing) included, in place of the signature's defaults.
+    """
     if spec is None:
         return {"name": None, "params": {}}, {}
     if isinstance(spec, str):
@@ -113,6 +128,11 @@ def _entry(kind: str, spec: Any, where: str) -> tuple[dict[str, Any], dict[str, 
             slots[key] = value
         else:
             params[key] = value
+    resolved = _built_spec(built, name)
+    for key, value in (resolved or {}).items():
+        if key == "name" or (kind == "head" and key in head_slots):
+            continue  # a head's components are entries of their own
+        params[key] = _plain(value, f"{where}.{key}") if _is_plain(value) else repr(value)
     if kind == "head":  # the head's own default components count as chosen components
         for key in head_slots:
             if key in defaults and key not in slots:
@@ -128,23 +148,29 @@ def _is_plain(value: Any) -> bool:
     return True
 
 
-def component_entries(model_args: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def component_entries(model_args: Mapping[str, Any], model: nn.Module | None = None) -> dict[str, dict[str, Any]]:
     """Every component of a detector as ``{"neck": {name, params}, "head.cls_loss": {...}, ...}``.
 
-    Defaults of the registry are filled in, so the entry states the full
-    configuration even when the model was built from bare names.
+    Each entry states the full configuration even when the model was built from bare
+    names. With ``model`` (the detector built from ``model_args``), the params are the
+    values each module was built with (its ``build_spec``): what the detector passed at
+    build time too, e.g. the head's ``in_channels`` = the neck's ``out_channels``. Without
+    it, or for a module built outside the registry, the registry's signature defaults
+    fill what ``model_args`` leaves unset.
     """
     out: dict[str, dict[str, Any]] = {}
     head_slots = declared_slots("head")
     for key, top in declared_slots("detector").items():
         if key not in model_args or model_args[key] is None:
             continue
-        entry, slots = _entry(top.kind, model_args[key], f"model_args.{key}")
+        module = getattr(model, key, None) if model is not None else None
+        entry, slots = _entry(top.kind, model_args[key], f"model_args.{key}", module)
         out[key] = entry
         for slot, sub in slots.items():
             if sub is None:
                 continue
-            sub_entry, _ = _entry(head_slots[slot].kind, sub, f"model_args.{key}.{slot}")
+            sub_module = getattr(module, slot, None) if module is not None else None
+            sub_entry, _ = _entry(head_slots[slot].kind, sub, f"model_args.{key}.{slot}", sub_module)
             out[f"{key}.{slot}"] = sub_entry
     return out
 
@@ -192,6 +218,7 @@ def make_config(
         "tag": None,
     }
     pcfg.update(_plain(dict(pretrained_cfg or {}), "pretrained_cfg"))
+    pcfg = {k: v for k, v in pcfg.items() if v is not None}  # as timm writes it: no null keys
     feature_info = getattr(getattr(backbone, "body", None), "feature_info", None)
     out_indices = list(feature_info.out_indices) if feature_info is not None else None
     return {
@@ -203,7 +230,7 @@ def make_config(
         "lossreg": {
             "format_version": FORMAT_VERSION,
             "version": __version__,
-            "components": component_entries(model_args),
+            "components": component_entries(model_args, model),
             "backbone": {
                 "name": model_args.get("backbone"),
                 "out_indices": out_indices,
