@@ -113,3 +113,35 @@ def test_iou_matrix_computed_at_most_once_and_in_bounded_chunks(monkeypatch):
 def test_rejects_bad_parameters(kwargs):
     with pytest.raises((ValueError, TypeError), match="max_iou|MaxIoUAssigner"):
         lossreg.create_assigner("max_iou", **kwargs)
+
+
+def test_low_quality_gt_argmax_gives_the_anchor_its_own_best_gt():
+    """Anchor 0 is gt 0's best anchor (IoU 0.5) but overlaps gt 1 more (0.667 < pos_iou_thr 0.7), whose
+    best is anchor 1 (0.818): ``claimant`` keeps anchor 0 with gt 0, ``argmax`` (torchvision's Matcher)
+    gives it to gt 1."""
+    anchors = _t([[0, 0, 10, 10], [3, 0, 13, 10]])
+    gts = _t([[-10, 0, 10, 10], [2, 0, 12, 10]])
+    iou = box_iou(gts, anchors)
+    assert iou[0].argmax() == 0 and iou[1, 0] > iou[0, 0] and iou[1].argmax() == 1
+    kw = {"pos_iou_thr": 0.7, "neg_iou_thr": 0.3}
+    claimant = lossreg.create_assigner("max_iou", **kw).assign(anchors, [2], gts, torch.tensor([0, 1]))
+    argmax = lossreg.create_assigner("max_iou", low_quality_gt="argmax", **kw).assign(anchors, [2], gts, torch.tensor([0, 1]))
+    assert claimant.gt_inds.tolist() == [0, 1]
+    assert argmax.gt_inds.tolist() == [1, 1]
+    torch.testing.assert_close(argmax.max_iou[0], iou[1, 0])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_low_quality_gt_argmax_equals_torchvision_matcher(seed):
+    from torchvision.models.detection._utils import Matcher
+
+    gen = torch.Generator().manual_seed(seed)
+    anchors = grid_anchors(64, (8, 16, 32), 9)[0]
+    wh = 6 + torch.rand(12, 2, generator=gen) * 40
+    xy = torch.rand(12, 2, generator=gen) * (64 - wh)
+    gts = torch.cat([xy, xy + wh], 1)
+    for pos, neg in ((0.5, 0.4), (0.7, 0.3)):
+        ours = lossreg.create_assigner("max_iou", pos_iou_thr=pos, neg_iou_thr=neg, low_quality_gt="argmax")
+        got = ours.assign(anchors, [anchors.shape[0]], gts, torch.zeros(12, dtype=torch.long)).gt_inds
+        ref = Matcher(pos, neg, allow_low_quality_matches=True)(box_iou(gts, anchors))
+        assert got.tolist() == ref.tolist()

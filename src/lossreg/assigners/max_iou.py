@@ -92,12 +92,18 @@ class MaxIoUAssigner(BaseAssigner):
     no anchor must not claim every anchor). These matches take precedence over the thresholds,
     as in mmdetection; an anchor that is the best anchor of several gts goes to the one it
     overlaps most (ties: lower gt index), where mmdetection lets the last gt win.
+    ``low_quality_gt="argmax"`` gives such an anchor to the gt it overlaps most of *all*
+    gts of its image instead, even one whose best anchor it is not (torchvision's and
+    Detectron's ``Matcher``: an anchor at IoU 0.59 with gt A, A's best, and 0.68 with gt B
+    becomes B's positive below ``pos_iou_thr``); the default ``"claimant"`` keeps it with a
+    gt that claimed it.
 
     Parameters:
         pos_iou_thr (float, default 0.5).
         neg_iou_thr (float, default 0.4).
         min_pos_iou (float, default 0.0).
         match_low_quality (bool, default True).
+        low_quality_gt (``"claimant"`` | ``"argmax"``, default ``"claimant"``).
 
     Shapes: ``anchors [A, 4]``, ``gt_boxes [G, 4]``, ``gt_labels [G]`` -> ``AssignResult`` with
     ``[A]`` tensors; ``max_iou`` = IoU with the assigned gt. The IoU matrix (values identical to
@@ -114,6 +120,7 @@ class MaxIoUAssigner(BaseAssigner):
         neg_iou_thr: float = 0.4,
         min_pos_iou: float = 0.0,
         match_low_quality: bool = True,
+        low_quality_gt: str = "claimant",
     ) -> None:
         owner = type(self).__name__
         check_param(owner, "pos_iou_thr", 0 < pos_iou_thr <= 1, "in (0, 1]", pos_iou_thr)
@@ -124,6 +131,9 @@ class MaxIoUAssigner(BaseAssigner):
         self.neg_iou_thr = float(neg_iou_thr)
         self.min_pos_iou = float(min_pos_iou)
         self.match_low_quality = match_low_quality
+        check_param(owner, "low_quality_gt", low_quality_gt in ("claimant", "argmax"), "'claimant' or 'argmax'",
+                    low_quality_gt)
+        self.low_quality_gt = low_quality_gt
 
     def _assign(self, inputs: AssignInputs) -> AssignOutput:
         gts = inputs.gts
@@ -208,6 +218,14 @@ class MaxIoUAssigner(BaseAssigner):
             row, anc, val = row[keep], anc[keep], val[keep]
             lq_inds, lq_best = resolve_pairs(num_images, num_anchors, gts.image[row], anc, gts.local[row], val)
             matched = lq_inds >= 0
+            if self.low_quality_gt == "argmax" and bool(matched.any()):
+                # torchvision's Matcher: the anchor's own best gt of its image (ties: lower index)
+                mb, ma = torch.nonzero(matched, as_tuple=True)
+                iou = iou_matrix(anchors[ma], gts.boxes)  # [M, N]: few anchors, all gts of the batch
+                iou = torch.where(gts.image[None, :] == mb[:, None], iou, iou.new_full((), -1.0))
+                top, rows = iou.max(dim=1)
+                lq_inds[mb, ma] = gts.local[rows]
+                lq_best[mb, ma] = top
             inds = torch.where(matched, lq_inds, inds)
             max_iou = torch.where(matched, lq_best, max_iou)
         return AssignOutput(inds, max_iou)

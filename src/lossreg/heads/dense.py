@@ -111,6 +111,11 @@ class DenseHead(nn.Module):
         anchor_generator: the anchors (or each point's square anchor) per level.
         reg_weighting: ``"quality"`` weights each positive's regression loss by its
             quality target (ATSS/FCOS practice), ``"none"`` weights all positives alike.
+        loss_normalization: ``"batch"`` [default] divides each loss by the positives (or
+            the quality sum) of the whole batch (mmdetection, torchvision's FCOS);
+            ``"image"`` divides each image's losses by its own positives (at least 1) and
+            averages the images (torchvision's RetinaNet), through per-row ``weight`` and
+            an ``avg_factor`` counting images.
         score_thr, nms_thr, pre_nms_topk, max_dets: post-processing.
     """
 
@@ -136,6 +141,7 @@ class DenseHead(nn.Module):
         balancer: Spec,
         anchor_generator: AnchorGenerator,
         reg_weighting: str = "none",
+        loss_normalization: str = "batch",
         score_thr: float = 0.05,
         nms_thr: float = 0.6,
         pre_nms_topk: int = 1000,
@@ -146,6 +152,9 @@ class DenseHead(nn.Module):
             raise ValueError(f"{type(self).__name__}: num_classes must be >= 1, got {num_classes}")
         if reg_weighting not in ("quality", "none"):
             raise ValueError(f"reg_weighting must be 'quality' or 'none', got {reg_weighting!r}")
+        if loss_normalization not in ("batch", "image"):
+            raise ValueError(f"loss_normalization must be 'batch' or 'image', got {loss_normalization!r}")
+        self.loss_normalization = loss_normalization
         self.num_classes = num_classes
         self.cls_loss = build_component("loss", cls_loss, require_task="cls")
         self.reg_loss = build_component("loss", reg_loss, require_task="reg")
@@ -292,12 +301,19 @@ class DenseHead(nn.Module):
         num_pos = sum(int(p[1].numel()) for p in pos_parts)
         # normalised over this batch or, in training under DDP or accumulation, the whole batch
         # (lossreg.heads.normalizer); every factor is asked for on every step, before any branch
-        avg = avg_factor(self, "cls", num_pos, 1.0, self.cls_loss)
-        q_avg = avg_factor(self, "quality", num_pos, 1.0, self.quality_loss) if self.has_quality else avg
-        terms = {"cls": self.cls_loss(cls.reshape(-1, c), labels, quality=quality, avg_factor=avg)}
+        image_w, cls_kw, count = None, {}, num_pos
+        if self.loss_normalization == "image":
+            # torchvision's RetinaNet: image b's rows weigh 1 / max(P_b, 1) and the factors count images
+            image_w = 1.0 / torch.tensor([float(r.num_pos) for r in results], device=device).clamp(min=1.0)
+            cls_kw = {"weight": image_w.repeat_interleave(labels.numel() // len(targets))}
+            count = len(targets)
+        avg = avg_factor(self, "cls", count, 1.0, self.cls_loss)
+        q_avg = avg_factor(self, "quality", count, 1.0, self.quality_loss) if self.has_quality else avg
+        terms = {"cls": self.cls_loss(cls.reshape(-1, c), labels, quality=quality, avg_factor=avg, **cls_kw)}
 
         if num_pos == 0:
-            avg_factor(self, "reg", 0.0, 1e-6 if self.reg_weighting == "quality" else 1.0, self.reg_loss)
+            floor = 1e-6 if self.reg_weighting == "quality" and image_w is None else 1.0
+            avg_factor(self, "reg", float(count) if image_w is not None else 0.0, floor, self.reg_loss)
             # keep every output in the graph so DDP and the balancer see the same tasks every step
             zero = out["reg"].sum() * 0.0
             terms["reg"] = zero
@@ -318,9 +334,19 @@ class DenseHead(nn.Module):
         weight = None
         if self.reg_weighting == "quality":
             weight = q_target
-            reg_avg = avg_factor(self, "reg", q_target.sum(), 1e-6, self.reg_loss)
+            reg_value, reg_floor = q_target.sum(), 1e-6
         else:
-            reg_avg = avg_factor(self, "reg", num_pos, 1.0, self.reg_loss)
+            reg_value, reg_floor = num_pos, 1.0
+        q_kw = {}
+        if image_w is not None:  # each image over its own positives (or quality sum), then the mean over images
+            if weight is None:
+                weight = image_w[b_idx]
+            else:
+                sums = weight.new_zeros(len(targets)).index_add_(0, b_idx, weight).clamp(min=1e-6)
+                weight = weight / sums[b_idx]
+            reg_value, reg_floor = len(targets), 1.0
+            q_kw = {"weight": image_w[b_idx]}
+        reg_avg = avg_factor(self, "reg", reg_value, reg_floor, self.reg_loss)
         if getattr(self.reg_loss, "space", "box") == "delta":
             reg_pred = out["reg"][b_idx, a_idx]
             reg_target = self.encode(anchors, gt_boxes, strides)
@@ -330,7 +356,7 @@ class DenseHead(nn.Module):
         if self.has_quality:
             q_logits = out["quality"][b_idx, a_idx][:, None]
             zeros = torch.zeros_like(a_idx)
-            terms["quality"] = self.quality_loss(q_logits, zeros, avg_factor=q_avg, target=q_target)
+            terms["quality"] = self.quality_loss(q_logits, zeros, avg_factor=q_avg, target=q_target, **q_kw)
         return terms
 
     @torch.no_grad()

@@ -29,6 +29,12 @@ class FCOSHead(DenseHead):
     ``assigner="fcos"``, ``balancer="static"``, regression weighted by the centerness
     target, ``centerness_on_reg=True``, N(0, 0.01) convs, focal prior bias 0.01.
 
+    ``center_offset`` puts the points at ``(x + center_offset) * stride`` [0.5: the cell
+    centres, mmdetection; 0: the cell corners, torchvision] and ``scale_per_level=False``
+    drops the learnable per-level scales (torchvision has none); with these two and
+    ``reg_weighting="none"`` the training losses equal torchvision's FCOS
+    (``tests/detectors/test_loss_parity.py``).
+
     Shapes: cls ``[B, C, H_l, W_l]``, reg ``[B, 4, H_l, W_l]``, quality ``[B, 1, H_l, W_l]`` per level.
     """
 
@@ -51,13 +57,15 @@ class FCOSHead(DenseHead):
         norm: Literal["gn", "none"] = "gn",
         prior_prob: float = 0.01,
         reg_weighting: str = "quality",
+        center_offset: float = 0.5,
+        scale_per_level: bool = True,
         **kwargs,
     ) -> None:
-        gen = AnchorGenerator(strides, (1.0,), octave_base_scale, 1, center_offset=0.5)
+        gen = AnchorGenerator(strides, (1.0,), octave_base_scale, 1, center_offset=center_offset)
         super().__init__(
             num_classes, cls_loss, reg_loss, quality_loss, assigner, balancer, gen, reg_weighting=reg_weighting, **kwargs
         )
-        self.build_towers(in_channels, feat_channels, stacked_convs, norm, prior_prob, scaled=True)
+        self.build_towers(in_channels, feat_channels, stacked_convs, norm, prior_prob, scaled=scale_per_level)
 
     def reg_activation(self, reg: Tensor) -> Tensor:
         return F.relu(reg)  # distances in strides
