@@ -104,7 +104,7 @@ def test_component_kwargs(tmp_path, parts):
         ("model.arch=_test_dex", "model.arch: unknown detector '_test_dex'; did you mean '_test_det'"),
         ("train.epochs=many", "train.epochs: expected int, got str 'many'"),
         ("train.epochs=0", "train.epochs: must be >= 1"),
-        ("train.optimizer.name=adam", "train.optimizer.name: expected one of 'sgd', 'adamw'"),
+        ("train.optimizer.name=adamx", "train.optimizer.name: unknown optimizer 'adamx'; did you mean 'adamax'"),
         ("train.epoch=3", "train.epoch: unknown field; did you mean 'epochs'"),
         ("data.image_size=[1, 2, 3]", "data.image_size: expected"),
         ("data.augment=[{name: HorizontalFlop}]", "data.augment[0].name: unknown albumentations transform 'HorizontalFlop'; did you mean 'HorizontalFlip'"),

@@ -115,7 +115,7 @@ def test_learnable_balancer_parameters_are_optimised(tiny_recipe, tmp_path):
     trainer = Trainer(recipe, output_dir=tmp_path)
     log_vars = trainer.model.head.balancer.log_vars
     no_decay = trainer.optimizer.param_groups[1]
-    assert no_decay["weight_decay"] == 0.0 and {id(p) for p in no_decay["params"]} == {id(p) for p in log_vars.values()}
+    assert no_decay["weight_decay"] == 0.0 and {id(p) for p in log_vars.values()} <= {id(p) for p in no_decay["params"]}
     trainer.train(max_iterations=2)
     assert all(float(p.detach()) != 0.0 for p in log_vars.values())
     last = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["type"] == "train"][-1]

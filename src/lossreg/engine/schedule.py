@@ -1,4 +1,10 @@
-"""Learning-rate schedules: linear warm-up followed by a step, cosine or constant schedule.
+"""Optimizers (torch's SGD and fused AdamW, every other name timm's) and learning-rate schedules.
+
+:func:`build_optimizer` builds ``train.optimizer``; :func:`param_groups` splits a
+model's parameters into those with and without weight decay (norm layers, biases, the
+heads' per-level scales and the balancers' learnable weights are not decayed).
+
+Learning-rate schedules: linear warm-up followed by a step, cosine or constant schedule.
 
 The schedule is a per-iteration multiplier of the optimizer's base learning rate,
 used through :class:`torch.optim.lr_scheduler.LambdaLR` (stepped once per iteration)::
@@ -18,7 +24,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["WarmupSchedule", "build_optimizer", "build_scheduler"]
+__all__ = ["WarmupSchedule", "build_optimizer", "build_scheduler", "param_groups"]
 
 _SCHEDULES = ("step", "cosine", "constant")
 
@@ -104,20 +110,72 @@ def _can_fuse(params: list[Any]) -> bool:
     )
 
 
-def build_optimizer(params: Any, cfg: Any) -> torch.optim.Optimizer:
-    """SGD (with ``momentum``) or AdamW (with ``betas``) from a recipe's ``train.optimizer``.
+_NORMS = (torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm, torch.nn.LayerNorm, torch.nn.LocalResponseNorm)
 
-    ``params`` is what ``torch.optim`` takes (parameters or parameter groups; groups may
-    set their own ``weight_decay``). Raises ``ValueError`` on an unknown name.
+
+def _is_no_decay(module: torch.nn.Module, param: torch.Tensor) -> bool:
+    """Norm-layer parameters, biases and other 0/1-dim parameters (the heads' ``Scale``), as timm's rule."""
+    return isinstance(module, _NORMS) or param.ndim <= 1 or type(module).__name__ in ("Scale", "FrozenBatchNorm2d")
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float, decay_norm_and_bias: bool = False) -> list[dict[str, Any]]:
+    """The trainable parameters of ``model`` as ``[{"params": decayed, "weight_decay": wd}, {"params": rest, "weight_decay": 0}]``.
+
+    Not decayed: parameters of norm layers (batch, group, layer norm), biases, every other
+    parameter of at most one dimension (the heads' per-level ``Scale``) and the balancers'
+    learnable loss weights. ``decay_norm_and_bias`` decays all but the balancers'
+    (mmdetection's plain SGD configs). Each parameter appears once (tied weights too).
     """
-    if cfg.name == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    if cfg.name == "adamw":
+    from ..balancers._base import Balancer
+
+    balancer_ids = {id(p) for m in model.modules() if isinstance(m, Balancer) for p in m.parameters()}
+    decay: list[torch.Tensor] = []
+    no_decay: list[torch.Tensor] = []
+    seen: set[int] = set()
+    for module in model.modules():
+        for param in module.parameters(recurse=False):
+            if not param.requires_grad or id(param) in seen:
+                continue
+            seen.add(id(param))
+            if id(param) in balancer_ids or (not decay_norm_and_bias and _is_no_decay(module, param)):
+                no_decay.append(param)
+            else:
+                decay.append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def build_optimizer(params: Any, cfg: Any) -> torch.optim.Optimizer:
+    """The optimizer of a recipe's ``train.optimizer`` over ``params`` (parameters or groups, e.g. :func:`param_groups`).
+
+    ``sgd``: ``torch.optim.SGD`` with ``momentum``; ``adamw``: ``torch.optim.AdamW`` with
+    ``betas``, fused when every parameter allows it; any other name: timm's
+    ``create_optimizer_v2`` (``momentum`` for optimizers with one, ``betas`` for those with
+    two). ``cfg.args`` are passed as further keyword arguments. Groups may set their own
+    ``weight_decay``. Raises ``ValueError`` on a name neither torch's two nor timm's.
+    """
+    name = cfg.name.lower()
+    extra = dict(getattr(cfg, "args", None) or {})
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **extra)
+    if name == "adamw":
         params = list(params)
-        return torch.optim.AdamW(
-            params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, fused=_can_fuse(params) or None
-        )
-    raise ValueError(f"unknown optimizer {cfg.name!r}; expected 'sgd' or 'adamw'")
+        extra.setdefault("fused", _can_fuse(params) or None)
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, **extra)
+    import timm.optim
+
+    try:
+        info = timm.optim.get_optimizer_info(name.removeprefix("lookahead_"))
+    except ValueError:
+        raise ValueError(f"unknown optimizer {cfg.name!r}; expected 'sgd', 'adamw' or one of "
+                         "timm.optim.list_optimizers()") from None
+    if info.has_betas and info.num_betas == 2:
+        extra.setdefault("betas", tuple(cfg.betas))
+    return timm.optim.create_optimizer_v2(
+        list(params), opt=name, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum, **extra
+    )
 
 
 def build_scheduler(

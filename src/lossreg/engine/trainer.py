@@ -10,8 +10,9 @@ iteration; a balancer's own regulariser is the ``loss_balancer`` entry), and the
 ``sum(loss_dict.values())``, the total ``loss``, is back-propagated (through a
 ``GradScaler`` under CUDA fp16 autocast), gradients are clipped to ``grad_clip``
 (global L2 norm) if set, the optimizer steps over *all* the model's parameters
-(learnable balancer parameters such as ``uncertainty``'s log-variances included, without
-weight decay), the per-iteration ``LambdaLR`` schedule (:mod:`.schedule`) steps, and
+(learnable balancer parameters such as ``uncertainty``'s log-variances included; no weight
+decay on them, on norm layers, biases and the heads' per-level scales:
+:func:`~.schedule.param_groups`), the per-iteration ``LambdaLR`` schedule (:mod:`.schedule`) steps, and
 the optional EMA copy of the weights is updated. Each task's loss as weighted
 (``losses``) and before weighting (``raw_losses``), the balancer's weights
 (``weights``: ``last_loss_weights`` of the head, or of a two-stage detector), the total
@@ -83,7 +84,7 @@ from .plots import plot_metrics, read_metrics
 from .precision import resolve_precision
 from .sampler import ResumableSampler, SeededItems
 from .runs import RunFolder, default_run_dir
-from .schedule import build_optimizer, build_scheduler
+from .schedule import build_optimizer, build_scheduler, param_groups
 
 __all__ = ["Trainer", "resolve_device", "seed_everything", "versions"]
 
@@ -184,22 +185,6 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """All trainable parameters; the balancers' (learnable loss weights) without weight decay."""
-    from ..balancers._base import Balancer
-
-    balancer_ids: set[int] = set()
-    for module in model.modules():
-        if isinstance(module, Balancer):
-            balancer_ids.update(id(p) for p in module.parameters())
-    main = [p for p in model.parameters() if p.requires_grad and id(p) not in balancer_ids]
-    extra = [p for p in model.parameters() if p.requires_grad and id(p) in balancer_ids]
-    groups = [{"params": main, "weight_decay": weight_decay}]
-    if extra:
-        groups.append({"params": extra, "weight_decay": 0.0})
-    return groups
-
-
 # --------------------------------------------------------------------------- trainer
 
 
@@ -297,7 +282,8 @@ class Trainer:
         )
         self.iters_per_epoch = math.ceil(self.sampler.per_rank / self.batch_per_rank)
         self.total_iters = cfg.epochs * self.iters_per_epoch
-        self.optimizer = build_optimizer(_param_groups(self.model, cfg.optimizer.weight_decay), cfg.optimizer)
+        groups = param_groups(self.model, cfg.optimizer.weight_decay, cfg.optimizer.decay_norm_and_bias)
+        self.optimizer = build_optimizer(groups, cfg.optimizer)
         self.scheduler = build_scheduler(self.optimizer, cfg, self.iters_per_epoch)
         self.precision = resolve_precision(cfg.amp, self.device, cfg.channels_last)
         logger.info("precision %s (%s), channels_last %s", self.precision.name, self.precision.reason,

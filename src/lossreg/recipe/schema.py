@@ -100,13 +100,26 @@ class DataCfg:
 
 @dataclass(frozen=True)
 class OptimizerCfg:
-    """Optimizer by name with its learning rate and regularisation."""
+    """Optimizer by name with its learning rate and regularisation.
 
-    name: Literal["sgd", "adamw"] = "sgd"
+    ``name``: ``sgd`` (torch's SGD with ``momentum``, no Nesterov) or ``adamw`` (torch's
+    AdamW, fused where the parameters allow), or any optimizer timm has
+    (``timm.optim.list_optimizers()``: ``lamb``, ``lion``, ``adan``, ``nesterov``, ``sgdp``,
+    ..., and ``lookahead_<name>``), built by ``timm.optim.create_optimizer_v2``.
+    ``momentum`` goes to optimizers that have one and ``betas`` to those with two;
+    ``args`` are further keyword arguments of the optimizer (``eps``, ``nesterov``, ...).
+    Weight decay skips norm layers, biases, the heads' per-level scales and the
+    balancers' parameters unless ``decay_norm_and_bias`` (every parameter decayed, as
+    mmdetection's plain SGD configs do).
+    """
+
+    name: str = "sgd"
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 0.0001
     betas: tuple[float, float] = (0.9, 0.999)
+    args: Mapping[str, Any] = field(default_factory=dict)
+    decay_norm_and_bias: bool = False
 
 
 @dataclass(frozen=True)
@@ -238,10 +251,61 @@ def validate(recipe: Recipe) -> None:
         raise RecipeError("warmup_iters must be >= 0 and warmup_ratio in (0, 1]", "train.warmup_ratio")
     if train.optimizer.lr <= 0:
         raise RecipeError(f"must be > 0, got {train.optimizer.lr}", "train.optimizer.lr")
+    _validate_optimizer(train.optimizer)
     if list(train.steps) != sorted(train.steps):
         raise RecipeError(f"must be increasing epochs, got {list(train.steps)}", "train.steps")
     if not 0 <= recipe.eval.score_thr <= 1 or not 0 < recipe.eval.nms_thr <= 1:
         raise RecipeError("score_thr must be in [0, 1] and nms_thr in (0, 1]", "eval")
+
+
+def optimizer_names() -> list[str]:
+    """The names ``train.optimizer.name`` takes: ``sgd``, ``adamw`` and timm's optimizers (without ``lookahead_``)."""
+    names = {"sgd", "adamw"}
+    try:
+        import timm.optim
+
+        names.update(str(n) for n in timm.optim.list_optimizers())
+    except (ImportError, AttributeError):  # pragma: no cover - a timm without the optimizer registry
+        pass
+    return sorted(names)
+
+
+_OPTIMIZER_FIELDS = ("lr", "weight_decay", "momentum", "betas", "params")
+
+
+def _validate_optimizer(opt: OptimizerCfg) -> None:
+    import inspect
+
+    names = optimizer_names()
+    base = opt.name.lower().removeprefix("lookahead_")
+    if base not in names:
+        near = close_matches(opt.name, names)
+        hint = f"; did you mean {', '.join(repr(n) for n in near)}?" if near else ""
+        raise RecipeError(
+            f"unknown optimizer {opt.name!r}{hint} (sgd, adamw or one of timm's {len(names) - 2}: "
+            "timm.optim.list_optimizers())", "train.optimizer.name")
+    for key in opt.args:
+        if key in _OPTIMIZER_FIELDS:
+            raise RecipeError(f"set train.optimizer.{key}, not args.{key}", f"train.optimizer.args.{key}")
+    try:
+        if base in ("sgd", "adamw"):
+            import torch
+
+            cls: Any = torch.optim.SGD if base == "sgd" else torch.optim.AdamW
+        else:
+            import timm.optim
+
+            cls = timm.optim.get_optimizer_class(base, bind_defaults=False)
+        params = inspect.signature(cls).parameters
+    except Exception:  # an optional backend (bitsandbytes) missing: timm says so when the optimizer is built
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    for key in opt.args:
+        if key not in params:
+            near = close_matches(key, [p for p in params if p not in _OPTIMIZER_FIELDS])
+            hint = f"; did you mean {', '.join(repr(n) for n in near)}?" if near else ""
+            raise RecipeError(f"optimizer {opt.name!r} has no parameter {key!r}{hint}", f"train.optimizer.args.{key}")
 
 
 def _validate_data(data: DataCfg) -> None:
