@@ -40,6 +40,7 @@ from ._registry import (
     register_pretrained,
 )
 from ._version import __version__
+from .export import export_model
 from .hub import HubError, push_to_hub, save_pretrained
 from .recipe import Recipe, RecipeError, list_recipes, load_recipe
 
@@ -64,6 +65,7 @@ __all__ = [
     "create_loss",
     "create_model",
     "create_neck",
+    "export_model",
     "get_pretrained_cfg",
     "get_registry",
     "list_components",

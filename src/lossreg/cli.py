@@ -485,6 +485,53 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     return 0
 
 
+_EXPORT_DESCRIPTION = """Export a trained detector as a static graph for deployment: ONNX (onnxruntime, TensorRT,
+...) or a torch.export ExportedProgram (.pt2). MODEL is a run folder, a saved model folder,
+local-dir:PATH, hf-hub:owner/repo or a pretrained name.tag.
+
+The graph takes a fixed batch `images` (float32 [B, 3, H, W], RGB in 0-1; normalised inside)
+and returns, NMS included, fixed-shape padded outputs in the input image's pixels:
+  boxes [B, K, 4] (x1, y1, x2, y2), scores [B, K], labels [B, K] (0..C-1, -1 in empty slots)
+  and num_detections [B], with K the model's max_dets. The ONNX file's metadata holds the
+  class names, the input size and the post-processing settings. ONNX needs the export
+  extra: pip install "lossreg[export]"."""
+
+_EXPORT_EPILOG = """examples:
+  lossreg export runs/quick --output quick.onnx                     the recipe's image size, batch 1
+  lossreg export runs/quick --image-size 480 640 --batch 8 --output quick_b8.onnx
+  lossreg export hf-hub:owner/repo --format exported-program --output model.pt2
+"""
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_model, resolve_image_size
+
+    model = _load_for_eval(args.model, None, ())
+    size = resolve_image_size(model, args.image_size)
+    path = export_model(model, args.output, format=args.format, image_size=size, batch_size=args.batch)
+    print(f"wrote {path} ({args.format}): images [{args.batch}, 3, {size[0]}, {size[1]}] -> boxes, scores, labels, "
+          f"num_detections (K = {getattr(getattr(model, 'roi_head', None) or model.head, 'max_dets', '?')})")
+    return 0
+
+
+def _add_export_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a trained detector to ONNX or a torch.export ExportedProgram (NMS included)",
+        description=_EXPORT_DESCRIPTION,
+        epilog=_EXPORT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", metavar="MODEL",
+                   help="run folder, saved model folder, local-dir:PATH, hf-hub:owner/repo or name.tag")
+    p.add_argument("--format", choices=("onnx", "exported-program"), default="onnx", help="what to write [onnx]")
+    p.add_argument("--image-size", type=int, nargs="+", metavar=("H", "W"),
+                   help="input size H W (one value: square) [the recipe's data.image_size]")
+    p.add_argument("--batch", type=int, default=1, metavar="B", help="images per call, fixed in the graph [1]")
+    p.add_argument("--output", "-o", required=True, metavar="FILE", help="the file to write (.onnx, .pt2)")
+    p.set_defaults(func=cmd_export)
+
+
 _EPILOG = """examples:
   lossreg list                      every kind with its names
   lossreg list loss '*iou*' --describe
@@ -494,6 +541,7 @@ _EPILOG = """examples:
   lossreg eval runs/quick                            COCO metrics, PR curves, score-IoU plot
   lossreg predict runs/quick photos/ --out preds     detections drawn on images
   lossreg push runs/quick me/atss-shapes             publish to the Hugging Face Hub
+  lossreg export runs/quick --output quick.onnx      ONNX with NMS, fixed-shape outputs
   lossreg ablate quickstart --swap model.cls_loss=focal,qfl --seeds 3   a table of variants x seeds
 """
 
@@ -669,6 +717,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="show tqdm progress bars of the runs trained in this process [off]",
     )
     p.set_defaults(func=cmd_ablate)
+    _add_export_parser(sub)
     return parser
 
 

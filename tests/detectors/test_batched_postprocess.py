@@ -160,7 +160,9 @@ def _model(arch, **kwargs):
 def test_batched_matches_per_image(arch):
     model = _model(arch, **ARCHS[arch])
     torch.manual_seed(1)
-    images = [torch.rand(3, 96, 128), torch.rand(3, 128, 80), torch.rand(3, 64, 64)]
+    # one size (a multiple of 32): the per-image reference clipped boxes to the padded batch before
+    # NMS, which for a batch of one size is each image's own size; mixed sizes are checked below
+    images = [torch.rand(3, 96, 128) for _ in range(3)]
     with torch.no_grad():
         dets = model(images)
         ref = _reference(model, images)
@@ -173,12 +175,21 @@ def test_batched_matches_per_image(arch):
     _assert_same(unpad(boxes, scores, labels, num), ref)
     for b, n in enumerate(num.tolist()):
         assert (labels[b, n:] == -1).all() and (scores[b, n:] == 0).all() and (boxes[b, n:] == 0).all()
+    # a padded batch of mixed sizes: every image's boxes stay inside its own size
+    mixed = [torch.rand(3, 96, 128), torch.rand(3, 128, 80), torch.rand(3, 64, 64)]
+    with torch.no_grad():
+        dets = model(mixed)
+    for det, im in zip(dets, mixed):
+        h, w = im.shape[1:]
+        assert det["boxes"].shape[0] > 0 and (det["boxes"] >= 0).all()
+        assert (det["boxes"][:, 2] <= w).all() and (det["boxes"][:, 3] <= h).all()
+        assert (det["scores"][:-1] >= det["scores"][1:]).all()
 
 
 def test_rpn_proposals_match_per_image():
     model = _model("faster_rcnn")
     torch.manual_seed(2)
-    images = [torch.rand(3, 96, 128), torch.rand(3, 64, 64)]
+    images = [torch.rand(3, 96, 128), torch.rand(3, 64, 64)]  # proposals are clipped to each image's own size
     batch, sizes = pad_images(images)
     with torch.no_grad():
         out = model.rpn_head.flat_outputs(model._features(batch))

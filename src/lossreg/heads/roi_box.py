@@ -15,8 +15,9 @@ from torchvision.ops import MultiScaleRoIAlign
 from .._registry import Slot, build_component, register_head
 from ..ops.box_coder import DeltaBoxCoder
 from ..ops.geometry import aligned_box_iou
-from ..ops.sampler import RandomSampler
 from ..ops.postprocess import Padded, batched_group_nms, clip_to_sizes, image_sizes_tensor, pad_per_image, unpad
+from ..ops.roi_pool import multiscale_roi_align
+from ..ops.sampler import RandomSampler
 from .dense import Spec, balance_terms
 from .normalizer import avg_factor
 from .rpn import FASTER_RCNN_PAPER, with_default_params
@@ -170,8 +171,7 @@ class RoIBoxHead(nn.Module):
         """Class logits and class-specific deltas of the RoIs (xyxy, input pixels) of each image."""
         if len(feats) < self.num_levels:
             raise ValueError(f"roi_box: needs {self.num_levels} feature levels (P2-P5), got {len(feats)}")
-        levels = {str(i): f for i, f in enumerate(feats[: self.num_levels])}
-        x = self.roi_align(levels, [r.to(feats[0].dtype) for r in rois], [tuple(s) for s in image_shapes])
+        x = multiscale_roi_align(self.roi_align, feats[: self.num_levels], [r.to(feats[0].dtype) for r in rois], image_shapes)
         x = F.relu(self.fc6(x.flatten(1)))
         x = F.relu(self.fc7(x))
         return self.cls_score(x), self.bbox_pred(x)

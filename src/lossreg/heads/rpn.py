@@ -20,8 +20,8 @@ from .._registry import Slot, register_head
 from ..ops.anchors import AnchorGenerator
 from ..ops.box_coder import DeltaBoxCoder
 from ..ops.geometry import aligned_box_iou
-from ..ops.sampler import RandomSampler
 from ..ops.postprocess import batched_group_nms, clip_to_sizes, image_sizes_tensor, level_topk, rank_in_image
+from ..ops.sampler import RandomSampler
 from .dense import DenseHead, Spec, init_head_convs
 from .normalizer import avg_factor
 

@@ -68,16 +68,22 @@ class AnchorGenerator:
         if len(feat_sizes) != len(self.strides):
             raise ValueError(f"AnchorGenerator: {len(feat_sizes)} feature maps for {len(self.strides)} strides")
         key = (tuple(tuple(s) for s in feat_sizes), str(device))
-        if key not in self._cache:
+        # not while tracing (torch.export, torch.compile): a cached tensor would be a constant
+        # of one graph, and a tensor made inside the trace must not outlive it
+        tracing = torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
+        if tracing or key not in self._cache:
             levels = []
             for (h, w), stride in zip(feat_sizes, self.strides):
                 base = self.base_anchors(stride).to(device)
                 centers = grid_points(h, w, stride, self.center_offset, device)
                 shifts = centers.repeat(1, 2)  # [HW, 4]
                 levels.append((shifts[:, None, :] + base[None, :, :]).reshape(-1, 4))
+            result = (torch.cat(levels), [lvl.shape[0] for lvl in levels])
+            if tracing:
+                return result
             if len(self._cache) > 32:  # inputs of many sizes: keep memory bounded
                 self._cache.clear()
-            self._cache[key] = (torch.cat(levels), [lvl.shape[0] for lvl in levels])
+            self._cache[key] = result
         return self._cache[key]
 
 

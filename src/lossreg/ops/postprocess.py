@@ -90,7 +90,11 @@ def batched_group_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_thr: fl
     if not _exporting():
         return batched_nms(boxes, scores, groups, iou_thr)
     offsets = groups.to(boxes.dtype) * (float(max_coordinate) + 1.0)
-    return nms(boxes + offsets[:, None], scores, iou_thr)
+    keep = nms(boxes + offsets[:, None], scores, iou_thr)
+    # torchvision's nms leaves its output size unbounded; bounding it keeps the sizes derived
+    # from it finite (an unbounded one ends as an int64-overflowing constant in ONNX)
+    torch._check(keep.shape[0] <= boxes.shape[0])
+    return keep
 
 
 def rank_in_image(image: Tensor, num_images: int) -> tuple[Tensor, Tensor]:
