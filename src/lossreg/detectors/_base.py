@@ -52,6 +52,13 @@ class DetectorBase(nn.Module):
         neck: registry name or ``{name, **params}`` [``neck_defaults``].
         label_names: one name per class [None: unnamed; fine-tuning then matches no class].
         freeze_bn: frozen BatchNorm in the backbone [= ``pretrained_backbone``].
+        frozen_stages: backbone stages without gradients, BatchNorm in eval mode [-1: none;
+            0 the stem, k the stem + k stages; see :class:`~.backbone.TimmBackbone`].
+        bn_eps: the backbone's BatchNorm epsilon [None: timm's 1e-5; torchvision's COCO_V1
+            RetinaNet / Faster R-CNN weights use 0.0].
+        pad_fill: what the batch padding (to a multiple of 32) shows the network: ``"zero"``
+            [default] black pixels (0 in 0-1 RGB), ``"mean"`` the normalisation mean, i.e.
+            zeros after normalisation, what torchvision's and mmdetection's detectors see.
 
     Sets ``num_classes``, ``label_names``, ``backbone``, ``neck``, the
     ``image_mean``/``image_std`` buffers and ``model_args`` (the arguments above,
@@ -73,8 +80,15 @@ class DetectorBase(nn.Module):
         neck: str | dict[str, Any] | None,
         label_names: Sequence[str] | None,
         freeze_bn: bool | None,
+        *,
+        frozen_stages: int = -1,
+        bn_eps: float | None = None,
+        pad_fill: str = "zero",
     ) -> None:
         super().__init__()
+        if pad_fill not in ("zero", "mean"):
+            raise ValueError(f"{self.arch or type(self).__name__}: pad_fill must be 'zero' or 'mean', got {pad_fill!r}")
+        self.pad_fill = pad_fill
         name = self.arch or type(self).__name__
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"{name}: num_classes must be a positive int, got {num_classes!r}")
@@ -84,7 +98,9 @@ class DetectorBase(nn.Module):
         freeze_bn = pretrained_backbone if freeze_bn is None else freeze_bn
         self.num_classes = num_classes
         self.label_names = list(label_names) if label_names is not None else None
-        self.backbone = TimmBackbone(backbone, self.backbone_strides, pretrained_backbone, freeze_bn)
+        self.backbone = TimmBackbone(
+            backbone, self.backbone_strides, pretrained_backbone, freeze_bn, frozen_stages=frozen_stages, bn_eps=bn_eps
+        )
         neck_cfg = as_spec_dict(neck, self.neck_defaults["name"])
         if neck_cfg["name"] == self.neck_defaults["name"]:
             neck_cfg = {**self.neck_defaults, **neck_cfg}
@@ -101,12 +117,25 @@ class DetectorBase(nn.Module):
             "neck": neck_cfg,
             "label_names": self.label_names,
             "freeze_bn": freeze_bn,
+            "frozen_stages": frozen_stages,
+            "bn_eps": bn_eps,
+            "pad_fill": pad_fill,
         }
 
-    def _features(self, images: Tensor) -> list[Tensor]:
+    def _features(self, images: Tensor, sizes: Sequence[tuple[int, int]] | None = None) -> list[Tensor]:
         """Normalise 0-1 RGB images with the backbone's mean/std; return the neck's levels, finest first."""
         x = (images - self.image_mean.to(images.dtype)) / self.image_std.to(images.dtype)
+        if self.pad_fill == "mean" and sizes is not None:  # the padding of each image's own (H, W): 0 after normalising
+            x = x * _inside_mask(x, sizes)
         return self.neck(self.backbone(x))
+
+
+def _inside_mask(x: Tensor, sizes: Sequence[tuple[int, int]]) -> Tensor:
+    """``[B, 1, H, W]`` 1 inside each image's own ``(H_b, W_b)``, 0 in its padding (no Python-side data branch)."""
+    limits = torch.as_tensor([[int(h), int(w)] for h, w in sizes], device=x.device)
+    rows = torch.arange(x.shape[-2], device=x.device)[None, :, None] < limits[:, 0, None, None]
+    cols = torch.arange(x.shape[-1], device=x.device)[None, None, :] < limits[:, 1, None, None]
+    return (rows & cols)[:, None].to(x.dtype)
 
 
 def clip_detections(dets: list[dict[str, Tensor]], sizes: Sequence[tuple[int, int]]) -> list[dict[str, Tensor]]:

@@ -25,6 +25,13 @@ class TimmBackbone(nn.Module):
         pretrained: download ImageNet weights through timm / the Hugging Face Hub [False].
         freeze_bn: replace BatchNorm by frozen BatchNorm (detection practice with
             pretrained weights and small per-device batches) [False].
+        frozen_stages: stages whose parameters get no gradient and whose BatchNorm stays
+            in eval mode, mmdetection's convention: ``-1`` none [default], ``0`` the stem,
+            ``k`` the stem and the first ``k`` stages (a stage ends at each feature level
+            of timm's ``feature_info``: ResNet's stem is conv1/bn1, stage 1 maxpool +
+            layer1). torchvision's ``trainable_backbone_layers=3`` is ``frozen_stages=1``.
+        bn_eps: epsilon of every (frozen) BatchNorm of the backbone [None: timm's, 1e-5];
+            torchvision's COCO_V1 RetinaNet and Faster R-CNN weights need 0.0.
 
     Shapes: ``forward([B, 3, H, W]) -> list of [B, channels[i], H / strides[i], W / strides[i]]``.
     """
@@ -35,6 +42,8 @@ class TimmBackbone(nn.Module):
         strides: Sequence[int] = (8, 16, 32),
         pretrained: bool = False,
         freeze_bn: bool = False,
+        frozen_stages: int = -1,
+        bn_eps: float | None = None,
     ) -> None:
         super().__init__()
         if not timm.is_model(name):
@@ -63,7 +72,40 @@ class TimmBackbone(nn.Module):
             from timm.layers import freeze_batch_norm_2d
 
             body = freeze_batch_norm_2d(body)
+        if bn_eps is not None:
+            for m in body.modules():
+                if hasattr(m, "running_var") and hasattr(m, "eps"):
+                    m.eps = float(bn_eps)
         self.body = body
+        self.frozen_stages = int(frozen_stages)
+        self._frozen = self._stage_modules(self.frozen_stages)
+        for m in self._frozen:
+            for p in m.parameters():
+                p.requires_grad_(False)
+
+    def _stage_modules(self, last: int) -> list[nn.Module]:
+        """The top-level modules of the stem (stage 0) and stages ``1..last``."""
+        if last < 0:
+            return []
+        names = self.body.feature_info.module_name()
+        stages = len(names)
+        if last >= stages:
+            raise ValueError(f"frozen_stages={last}, but backbone {self.name!r} has stages 0..{stages - 1}")
+        ends = {n.split(".")[0]: i for i, n in enumerate(names)}
+        out, stage = [], 0
+        for child_name, child in self.body.named_children():
+            if stage > last:
+                break
+            out.append(child)
+            if child_name in ends:
+                stage = ends[child_name] + 1
+        return out
+
+    def train(self, mode: bool = True) -> "TimmBackbone":
+        super().train(mode)
+        for m in self._frozen:  # frozen stages keep their BatchNorm statistics
+            m.eval()
+        return self
 
     def forward(self, images: Tensor) -> list[Tensor]:
         feats = self.body(images)

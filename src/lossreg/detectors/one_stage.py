@@ -52,6 +52,9 @@ class OneStageDetector(DetectorBase):
             registry name, ``{name, **params}`` or an instance; ``None`` keeps the head's
             default and ``"none"`` switches an optional one (``quality_loss``) off.
         label_names: class names, kept with the model and its published weights.
+        freeze_bn, frozen_stages, bn_eps, pad_fill: the backbone's frozen BatchNorm, frozen
+            stages, BatchNorm epsilon and what the batch padding holds (see
+            :class:`~lossreg.detectors._base.DetectorBase`).
         score_thr, nms_thr, pre_nms_topk, max_dets: post-processing.
 
     Training returns ``{"loss_cls", "loss_reg", ["loss_quality"], ["loss_balancer"]}``, each
@@ -76,6 +79,9 @@ class OneStageDetector(DetectorBase):
         head: str | dict[str, Any] | None = None,
         label_names: Sequence[str] | None = None,
         freeze_bn: bool | None = None,
+        frozen_stages: int = -1,
+        bn_eps: float | None = None,
+        pad_fill: str = "zero",
         score_thr: float = 0.05,
         nms_thr: float = 0.6,
         pre_nms_topk: int = 1000,
@@ -84,7 +90,10 @@ class OneStageDetector(DetectorBase):
     ) -> None:
         head_cfg = as_spec_dict(head, self.default_head)
         head_kwargs = head_components(self.arch or type(self).__name__, head_cfg["name"], components)
-        super().__init__(num_classes, backbone, pretrained_backbone, neck, label_names, freeze_bn)
+        super().__init__(
+            num_classes, backbone, pretrained_backbone, neck, label_names, freeze_bn,
+            frozen_stages=frozen_stages, bn_eps=bn_eps, pad_fill=pad_fill,
+        )
         post = {"score_thr": score_thr, "nms_thr": nms_thr, "pre_nms_topk": pre_nms_topk, "max_dets": max_dets}
         self.head = build_component(
             "head",
@@ -101,7 +110,7 @@ class OneStageDetector(DetectorBase):
             if targets is None:
                 raise ValueError("in training mode the model needs targets; call model.eval() for detections")
             targets = check_targets(targets, batch.shape[0], self.num_classes)
-            return self.head.loss(self._features(batch), targets)
+            return self.head.loss(self._features(batch, sizes), targets)
         return unpad(*self.detect(batch, sizes))
 
     @torch.no_grad()
@@ -115,8 +124,10 @@ class OneStageDetector(DetectorBase):
         """
         batch, own = pad_images(images)
         sizes = own if sizes is None else sizes
-        boxes, scores, labels, num = self.head.predict_padded(self._features(batch), tuple(batch.shape[-2:]))
-        return clip_to_sizes(boxes, image_sizes_tensor(sizes, boxes.device)), scores, labels, num
+        limits = image_sizes_tensor(sizes, batch.device)  # boxes are clipped to each image's own size before NMS
+        feats = self._features(batch, sizes)
+        boxes, scores, labels, num = self.head.predict_padded(feats, tuple(batch.shape[-2:]), image_sizes=limits)
+        return clip_to_sizes(boxes, limits), scores, labels, num
 
     @torch.no_grad()
     def explain_assignment(self, images: Tensor | Sequence[Tensor], targets: list[dict[str, Tensor]]) -> list[dict[str, Any]]:
@@ -126,7 +137,7 @@ class OneStageDetector(DetectorBase):
         targets = check_targets(targets, batch.shape[0], self.num_classes)
         buffers = {k: v.clone() for k, v in self.state_dict().items()}
         try:
-            out = self.head.flat_outputs(self._features(batch))
+            out = self.head.flat_outputs(self._features(batch, sizes))
             results = self.head.assign(out, targets)
             reports = []
             for b, res in enumerate(results):

@@ -43,6 +43,8 @@ class TwoStageDetector(DetectorBase):
             sets another, so ALWA's ``lambda0`` scales only the RPN's losses, as in the paper.
         label_names: class names, kept with the model and its published weights.
         freeze_bn: frozen BatchNorm in the backbone [= ``pretrained_backbone``].
+        frozen_stages, bn_eps, pad_fill: frozen backbone stages, BatchNorm epsilon and what
+            the batch padding holds (see :class:`~lossreg.detectors._base.DetectorBase`).
         score_thr, nms_thr, max_dets: the RoI head's post-processing [0.05, 0.5, 100].
         pre_nms_topk: the RPN's proposals per level before NMS at test time [1000].
 
@@ -81,6 +83,9 @@ class TwoStageDetector(DetectorBase):
         head: str | dict[str, Any] | None = None,
         label_names: Sequence[str] | None = None,
         freeze_bn: bool | None = None,
+        frozen_stages: int = -1,
+        bn_eps: float | None = None,
+        pad_fill: str = "zero",
         score_thr: float = 0.05,
         nms_thr: float = 0.5,
         max_dets: int = 100,
@@ -98,7 +103,10 @@ class TwoStageDetector(DetectorBase):
         on_roi = {k: v for k, v in components.items() if k not in self.rpn_slots}
         rpn_cfg.update(head_components(name, rpn_cfg["name"], on_rpn))
         roi_cfg.update(head_components(name, roi_cfg["name"], on_roi))
-        super().__init__(num_classes, backbone, pretrained_backbone, neck, label_names, freeze_bn)
+        super().__init__(
+            num_classes, backbone, pretrained_backbone, neck, label_names, freeze_bn,
+            frozen_stages=frozen_stages, bn_eps=bn_eps, pad_fill=pad_fill,
+        )
         channels = getattr(self.neck, "out_channels", 256)
         self.rpn_head = build_component("head", rpn_cfg, in_channels=channels, pre_nms_topk_test=pre_nms_topk)
         self.roi_head = build_component(
@@ -135,7 +143,7 @@ class TwoStageDetector(DetectorBase):
             if targets is None:
                 raise ValueError("in training mode the model needs targets; call model.eval() for detections")
             targets = check_targets(targets, batch.shape[0], self.num_classes)
-            feats = self._features(batch)
+            feats = self._features(batch, sizes)
             rpn_losses, (proposals, _) = self.rpn_head.loss_and_proposals(feats, targets, sizes)
             roi_losses = self.roi_head.loss(feats, proposals, targets, shape)
             losses = {f"loss_rpn_{k[5:]}": v for k, v in rpn_losses.items()}
@@ -155,7 +163,7 @@ class TwoStageDetector(DetectorBase):
         batch, own = pad_images(images)
         sizes = own if sizes is None else sizes
         shape = (int(batch.shape[-2]), int(batch.shape[-1]))
-        feats = self._features(batch)
+        feats = self._features(batch, sizes)
         proposals, _ = self.rpn_head.get_proposals(self.rpn_head.flat_outputs(feats), sizes)
         return self.roi_head.predict_padded(feats, proposals, sizes, shape)
 
@@ -175,7 +183,7 @@ class TwoStageDetector(DetectorBase):
         devices = [batch.device] if batch.device.type == "cuda" else []
         try:
             with torch.random.fork_rng(devices=devices):
-                feats = self._features(batch)
+                feats = self._features(batch, sizes)
                 out = self.rpn_head.flat_outputs(feats)
                 results = self.rpn_head.assign(out, targets)
                 proposals, _ = self.rpn_head.get_proposals(out, sizes)

@@ -21,7 +21,7 @@ from torchvision.ops import box_iou
 
 from .._registry import Slot, build_component
 from ..ops.anchors import AnchorGenerator
-from ..ops.postprocess import Padded, batched_group_nms, level_topk, pad_per_image, unpad
+from ..ops.postprocess import Padded, batched_group_nms, clip_to_sizes, level_topk, pad_per_image, unpad
 from ..ops.geometry import aligned_box_iou
 from .normalizer import active_normalizer, avg_factor
 
@@ -64,11 +64,12 @@ def balance_terms(head: nn.Module, terms: dict[str, Tensor]) -> dict[str, Tensor
     return {f"loss_{k}": v for k, v in parts.items()}
 
 
-def conv_tower(in_channels: int, feat_channels: int, num_convs: int, norm: str) -> nn.Sequential:
-    """``num_convs`` 3x3 conv (+ GroupNorm(32)) + ReLU layers."""
+def conv_tower(in_channels: int, feat_channels: int, num_convs: int, norm: str, bias: bool | None = None) -> nn.Sequential:
+    """``num_convs`` 3x3 conv (+ GroupNorm(32)) + ReLU layers; conv biases only without a norm unless ``bias`` says."""
     layers: list[nn.Module] = []
+    bias = norm == "none" if bias is None else bias
     for i in range(num_convs):
-        layers.append(nn.Conv2d(in_channels if i == 0 else feat_channels, feat_channels, 3, padding=1, bias=norm == "none"))
+        layers.append(nn.Conv2d(in_channels if i == 0 else feat_channels, feat_channels, 3, padding=1, bias=bias))
         if norm == "gn":
             layers.append(nn.GroupNorm(32 if feat_channels % 32 == 0 else 1, feat_channels))
         layers.append(nn.ReLU(inplace=True))
@@ -117,6 +118,10 @@ class DenseHead(nn.Module):
             averages the images (torchvision's RetinaNet), through per-row ``weight`` and
             an ``avg_factor`` counting images.
         score_thr, nms_thr, pre_nms_topk, max_dets: post-processing.
+        quality_scoring: how a quality branch enters the detection score: ``"product"``
+            [default] ``sigmoid(cls) * sigmoid(quality)`` (mmdetection's ATSS and FCOS), or
+            ``"geometric_mean"`` its square root (torchvision's FCOS); ``score_thr`` applies
+            to that score.
     """
 
     #: The components this head takes by name (docs/api.md, "Slots"); recipes, detectors,
@@ -146,8 +151,12 @@ class DenseHead(nn.Module):
         nms_thr: float = 0.6,
         pre_nms_topk: int = 1000,
         max_dets: int = 100,
+        quality_scoring: str = "product",
     ) -> None:
         super().__init__()
+        if quality_scoring not in ("product", "geometric_mean"):
+            raise ValueError(f"quality_scoring must be 'product' or 'geometric_mean', got {quality_scoring!r}")
+        self.quality_scoring = quality_scoring
         if num_classes < 1:
             raise ValueError(f"{type(self).__name__}: num_classes must be >= 1, got {num_classes}")
         if reg_weighting not in ("quality", "none"):
@@ -187,14 +196,15 @@ class DenseHead(nn.Module):
         return self.quality_loss is not None
 
     def build_towers(
-        self, in_channels: int, feat_channels: int, stacked_convs: int, norm: str, prior_prob: float, scaled: bool
+        self, in_channels: int, feat_channels: int, stacked_convs: int, norm: str, prior_prob: float, scaled: bool,
+        conv_bias: bool | None = None,
     ) -> None:
         """The standard layout (RetinaNet, ATSS, FCOS): a classification and a regression conv tower,
         3x3 outputs ``A*C`` / ``A*4`` / ``A`` (quality, on the regression tower), optional learnable
         per-level scales on the regression output, N(0, 0.01) init and the focal prior bias."""
         a = self.num_anchors
-        self.cls_tower = conv_tower(in_channels, feat_channels, stacked_convs, norm)
-        self.reg_tower = conv_tower(in_channels, feat_channels, stacked_convs, norm)
+        self.cls_tower = conv_tower(in_channels, feat_channels, stacked_convs, norm, conv_bias)
+        self.reg_tower = conv_tower(in_channels, feat_channels, stacked_convs, norm, conv_bias)
         self.cls_out = nn.Conv2d(feat_channels, a * self.num_classes, 3, padding=1)
         self.reg_out = nn.Conv2d(feat_channels, a * 4, 3, padding=1)
         self.quality_out = nn.Conv2d(feat_channels, a, 3, padding=1) if self.has_quality else None
@@ -365,7 +375,7 @@ class DenseHead(nn.Module):
         return unpad(*self.predict_padded(feats, image_size))
 
     @torch.no_grad()
-    def predict_padded(self, feats: list[Tensor], image_size: tuple[int, int]) -> Padded:
+    def predict_padded(self, feats: list[Tensor], image_size: tuple[int, int], image_sizes: Tensor | None = None) -> Padded:
         """The whole batch at once: top ``pre_nms_topk`` per level and image, score ``> score_thr``,
         boxes clipped to ``image_size`` (H, W), one class-wise NMS over the batch (groups
         ``image * C + class``), best ``max_dets`` per image.
@@ -373,12 +383,16 @@ class DenseHead(nn.Module):
         Returns fixed-shape ``boxes [B, K, 4]``, ``scores [B, K]``, ``labels [B, K]`` (``-1``
         in empty slots) and ``num_detections [B]``, ``K = max_dets``, each image's detections
         by decreasing score. No step depends on the data's values on the Python side, so
-        this exports (:mod:`lossreg.export`).
+        this exports (:mod:`lossreg.export`). ``image_sizes [B, 2]`` (each image's own H, W):
+        boxes are clipped to their image instead of the padded batch before NMS (torchvision,
+        mmdetection; the detectors pass it).
         """
         out = self.flat_outputs(feats)
         scores_all = out["cls"].sigmoid()
         if out["quality"] is not None:
             scores_all = scores_all * out["quality"].sigmoid()[..., None]
+            if self.quality_scoring == "geometric_mean":
+                scores_all = scores_all.sqrt()
         b, _, c = scores_all.shape
         h, w = image_size
         scores, idx = level_topk(scores_all.reshape(b, -1), out["level_sizes"], self.pre_nms_topk, per_row=c)
@@ -387,6 +401,8 @@ class DenseHead(nn.Module):
             [boxes[..., 0].clamp(0, w), boxes[..., 1].clamp(0, h), boxes[..., 2].clamp(0, w), boxes[..., 3].clamp(0, h)],
             dim=-1,
         )
+        if image_sizes is not None:
+            boxes = clip_to_sizes(boxes, image_sizes)
         img, j = (scores > self.score_thr).nonzero(as_tuple=True)
         boxes, scores, labels = boxes[img, j], scores[img, j].float(), idx[img, j] % c
         keep = batched_group_nms(boxes, scores, img * c + labels, self.nms_thr, max(h, w))

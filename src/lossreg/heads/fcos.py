@@ -29,6 +29,12 @@ class FCOSHead(DenseHead):
     ``assigner="fcos"``, ``balancer="static"``, regression weighted by the centerness
     target, ``centerness_on_reg=True``, N(0, 0.01) convs, focal prior bias 0.01.
 
+    ``anchor_style="torchvision"`` places the points at torchvision's anchor centres
+    (cell spacing ``input size // feature size``, see
+    :class:`~lossreg.ops.anchors.AnchorGenerator`; with ``center_offset=0``);
+    ``conv_bias`` gives the tower convs biases even with GroupNorm (torchvision's
+    FCOS head) [None: biases only without a norm].
+
     ``center_offset`` puts the points at ``(x + center_offset) * stride`` [0.5: the cell
     centres, mmdetection; 0: the cell corners, torchvision] and ``scale_per_level=False``
     drops the learnable per-level scales (torchvision has none); with these two and
@@ -54,6 +60,8 @@ class FCOSHead(DenseHead):
         assigner: Spec = "fcos",
         balancer: Spec = "static",
         octave_base_scale: float = 8.0,
+        anchor_style: Literal["mmdet", "torchvision"] = "mmdet",
+        conv_bias: bool | None = None,
         norm: Literal["gn", "none"] = "gn",
         prior_prob: float = 0.01,
         reg_weighting: str = "quality",
@@ -61,11 +69,12 @@ class FCOSHead(DenseHead):
         scale_per_level: bool = True,
         **kwargs,
     ) -> None:
-        gen = AnchorGenerator(strides, (1.0,), octave_base_scale, 1, center_offset=center_offset)
+        gen = AnchorGenerator(strides, (1.0,), octave_base_scale, 1, center_offset=center_offset, style=anchor_style)
         super().__init__(
             num_classes, cls_loss, reg_loss, quality_loss, assigner, balancer, gen, reg_weighting=reg_weighting, **kwargs
         )
-        self.build_towers(in_channels, feat_channels, stacked_convs, norm, prior_prob, scaled=scale_per_level)
+        self.build_towers(in_channels, feat_channels, stacked_convs, norm, prior_prob, scaled=scale_per_level,
+                          conv_bias=conv_bias)
 
     def reg_activation(self, reg: Tensor) -> Tensor:
         return F.relu(reg)  # distances in strides

@@ -25,6 +25,23 @@ from .rpn import FASTER_RCNN_PAPER, with_default_params
 __all__ = ["RoIBoxHead", "RoISample"]
 
 
+def _roi_convs(in_channels: int, channels: int, num_convs: int, norm: str) -> nn.Sequential:
+    """``num_convs`` x (3x3 conv, [BN | GN(32)], ReLU), bias-free convs before a norm, Kaiming-normal init."""
+    layers: list[nn.Module] = []
+    for i in range(num_convs):
+        conv = nn.Conv2d(in_channels if i == 0 else channels, channels, 3, padding=1, bias=norm == "none")
+        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+        if conv.bias is not None:
+            nn.init.zeros_(conv.bias)
+        layers.append(conv)
+        if norm == "bn":
+            layers.append(nn.BatchNorm2d(channels))
+        elif norm == "gn":
+            layers.append(nn.GroupNorm(32, channels))
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
 @dataclass
 class RoISample:
     """The sampled RoIs of a batch: per image (``rois``) and concatenated (the rest).
@@ -78,6 +95,13 @@ class RoIBoxHead(nn.Module):
     mmdetection); delta coder stds (0.1, 0.1, 0.2, 0.2) (torchvision's weights 10, 10, 5, 5);
     ``score_thr=0.05, nms_thr=0.5, max_dets=100, min_size=0.01``.
 
+    ``num_convs`` 3x3 conv layers of ``conv_channels`` (with ``conv_norm``: ``"bn"``,
+    ``"gn"`` or ``"none"``, followed by ReLU; Kaiming-normal init) run on the pooled RoIs
+    before the FC layers, and ``num_fcs`` (1 or 2) FC layers follow: [0, 256, none, 2] is
+    the 2-FC head above, ``num_convs=4, conv_norm="bn", num_fcs=1`` torchvision's
+    ``fasterrcnn_resnet50_fpn_v2`` box head (mmdetection's ``Shared4Conv1FCBBoxHead``
+    with BN).
+
     Shapes: ``forward(feats, rois: list of [R_i, 4], image_shapes)`` -> class logits
     ``[sum R_i, C + 1]`` (or ``[., C]``), deltas ``[sum R_i, C * 4]``.
     """
@@ -112,8 +136,16 @@ class RoIBoxHead(nn.Module):
         max_dets: int = 100,
         min_size: float = 1e-2,
         prior_prob: float = 0.01,
+        num_convs: int = 0,
+        conv_channels: int = 256,
+        conv_norm: str = "none",
+        num_fcs: int = 2,
     ) -> None:
         super().__init__()
+        if conv_norm not in ("none", "bn", "gn"):
+            raise ValueError(f"roi_box: conv_norm must be 'none', 'bn' or 'gn', got {conv_norm!r}")
+        if num_fcs not in (1, 2) or isinstance(num_convs, bool) or not isinstance(num_convs, int) or num_convs < 0:
+            raise ValueError(f"roi_box: need num_fcs in (1, 2) and an int num_convs >= 0, got {num_fcs!r}, {num_convs!r}")
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"roi_box: num_classes must be a positive int, got {num_classes!r}")
         if isinstance(num_levels, bool) or not isinstance(num_levels, int) or num_levels < 1:
@@ -141,8 +173,11 @@ class RoIBoxHead(nn.Module):
         self.last_loss_weights: dict[str, float] = {}
 
         self.roi_align = MultiScaleRoIAlign([str(i) for i in range(num_levels)], roi_size, sampling_ratio)
-        self.fc6 = nn.Linear(in_channels * roi_size * roi_size, fc_channels)
-        self.fc7 = nn.Linear(fc_channels, fc_channels)
+        # optional 3x3 conv (+ norm) + ReLU layers on the pooled RoIs (torchvision's v2 box head: 4 with BN, 1 FC)
+        self.convs = _roi_convs(in_channels, conv_channels, num_convs, conv_norm) if num_convs else None
+        fc_in = (conv_channels if num_convs else in_channels) * roi_size * roi_size
+        self.fc6 = nn.Linear(fc_in, fc_channels)
+        self.fc7 = nn.Linear(fc_channels, fc_channels) if num_fcs == 2 else None
         self.cls_score = nn.Linear(fc_channels, num_classes + 1 if self.background_column else num_classes)
         self.bbox_pred = nn.Linear(fc_channels, num_classes * 4)
         nn.init.normal_(self.cls_score.weight, std=0.01)
@@ -172,8 +207,10 @@ class RoIBoxHead(nn.Module):
         if len(feats) < self.num_levels:
             raise ValueError(f"roi_box: needs {self.num_levels} feature levels (P2-P5), got {len(feats)}")
         x = multiscale_roi_align(self.roi_align, feats[: self.num_levels], [r.to(feats[0].dtype) for r in rois], image_shapes)
+        if self.convs is not None:
+            x = self.convs(x)
         x = F.relu(self.fc6(x.flatten(1)))
-        x = F.relu(self.fc7(x))
+        x = F.relu(self.fc7(x)) if self.fc7 is not None else x
         return self.cls_score(x), self.bbox_pred(x)
 
     def class_probs(self, logits: Tensor) -> Tensor:

@@ -75,7 +75,10 @@ class RPNHead(DenseHead):
     prior bias instead). Proposals: top ``pre_nms_topk_*`` per level by objectness,
     clipped to the image, boxes smaller than ``min_size`` removed, NMS 0.7 per level,
     best ``post_nms_topk_*`` per image (train 2000 / 2000, test 1000 / 1000). Unlike
-    torchvision the base anchors are not rounded to integers.
+    torchvision the base anchors are not rounded to integers, unless
+    ``anchor_style="torchvision"`` (integer anchors, torchvision's cell spacing; see
+    :class:`~lossreg.ops.anchors.AnchorGenerator`). ``num_convs`` 3x3 conv + ReLU layers
+    before the outputs [1; torchvision's ``fasterrcnn_resnet50_fpn_v2`` has 2].
 
     Shapes: ``forward(list of [B, in_channels, H_l, W_l])`` -> objectness
     ``[B, 3, H_l, W_l]``, deltas ``[B, 3*4, H_l, W_l]``, no quality branch;
@@ -113,7 +116,11 @@ class RPNHead(DenseHead):
         min_size: float = 1e-3,
         score_thr: float = 0.0,
         prior_prob: float | None = None,
+        num_convs: int = 1,
+        anchor_style: str = "mmdet",
     ) -> None:
+        if isinstance(num_convs, bool) or not isinstance(num_convs, int) or num_convs < 1:
+            raise ValueError(f"rpn: num_convs must be an int >= 1, got {num_convs!r}")
         if num_classes != 1:
             raise ValueError(
                 f"rpn: the RPN is class-agnostic (one objectness logit), so num_classes must be 1, got {num_classes!r}; "
@@ -129,7 +136,7 @@ class RPNHead(DenseHead):
                 raise ValueError(f"rpn: {key} must be an int >= 1, got {value!r}")
         if not 0 < nms_thr <= 1:
             raise ValueError(f"rpn: nms_thr must be in (0, 1], got {nms_thr!r}")
-        gen = AnchorGenerator(strides, ratios, octave_base_scale=anchor_scale, scales_per_octave=1)
+        gen = AnchorGenerator(strides, ratios, octave_base_scale=anchor_scale, scales_per_octave=1, style=anchor_style)
         assigner = with_default_params(
             assigner, "max_iou", {"pos_iou_thr": 0.7, "neg_iou_thr": 0.3, "min_pos_iou": 0.0}
         )
@@ -153,6 +160,8 @@ class RPNHead(DenseHead):
         self.pre_nms_topk_test, self.post_nms_topk_test = pre_nms_topk_test, post_nms_topk_test
         self.min_size = float(min_size)
         self.conv = nn.Conv2d(in_channels, in_channels, 3, padding=1)
+        # further 3x3 conv + ReLU layers (torchvision's v2 RPN has 2 in all)
+        self.extra_convs = nn.ModuleList(nn.Conv2d(in_channels, in_channels, 3, padding=1) for _ in range(num_convs - 1))
         self.cls_out = nn.Conv2d(in_channels, a, 1)
         self.reg_out = nn.Conv2d(in_channels, a * 4, 1)
         init_head_convs(self, self.cls_out if prior_prob is not None else None, prior_prob or 0.01)
@@ -167,6 +176,8 @@ class RPNHead(DenseHead):
         cls, reg = [], []
         for x in feats:
             t = F.relu(self.conv(x))
+            for conv in self.extra_convs:
+                t = F.relu(conv(t))
             cls.append(self.cls_out(t))
             reg.append(self.reg_out(t))
         return cls, reg, None

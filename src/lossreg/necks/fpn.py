@@ -27,6 +27,8 @@ class FPN(nn.Module):
         out_channels: channels of every output level [256].
         extra: ``"p6p7"``, ``"maxpool"`` or ``"none"`` ["p6p7"].
         extra_from: source of P6 for ``"p6p7"``: ``"p5"`` or ``"c5"`` ["p5"].
+        norm: ``"bn"`` puts BatchNorm after the lateral and output convs (bias-free convs,
+            torchvision's ``fasterrcnn_resnet50_fpn_v2``) ["none"].
 
     Shapes: ``forward(list of [B, in_channels[i], H_i, W_i]) -> list of [B, out_channels, H_j, W_j]``,
     finest first, ``len(in_channels) + 2`` outputs for ``p6p7``, ``+ 1`` for ``maxpool``.
@@ -40,6 +42,7 @@ class FPN(nn.Module):
         out_channels: int = 256,
         extra: Literal["p6p7", "maxpool", "none"] = "p6p7",
         extra_from: Literal["p5", "c5"] = "p5",
+        norm: Literal["none", "bn"] = "none",
     ) -> None:
         super().__init__()
         if not in_channels:
@@ -59,7 +62,10 @@ class FPN(nn.Module):
         self.in_channels = list(in_channels)
         self.out_channels = out_channels
         self.num_outs = len(in_channels) + {"p6p7": 2, "maxpool": 1, "none": 0}[extra]
-        self.fpn = FeaturePyramidNetwork(list(in_channels), out_channels, extra_blocks=blocks)
+        if norm not in ("none", "bn"):
+            raise ValueError(f"fpn: norm must be 'none' or 'bn', got {norm!r}")
+        norm_layer = nn.BatchNorm2d if norm == "bn" else None
+        self.fpn = FeaturePyramidNetwork(list(in_channels), out_channels, extra_blocks=blocks, norm_layer=norm_layer)
 
     def forward(self, feats: list[Tensor]) -> list[Tensor]:
         if len(feats) != len(self.in_channels):

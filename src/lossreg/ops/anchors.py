@@ -23,6 +23,17 @@ class AnchorGenerator:
     RetinaNet: ``octave_base_scale=4, scales_per_octave=3, ratios=(0.5, 1, 2)`` (9 anchors).
     ATSS, and the square anchor of an anchor-free point: ``octave_base_scale=8,
     scales_per_octave=1, ratios=(1,)`` (1 anchor).
+
+    ``style="torchvision"`` reproduces ``torchvision.models.detection.AnchorGenerator``
+    (what its RetinaNet, FCOS and Faster R-CNN weights were trained with): the anchor
+    sizes are truncated to integers (``int(32 * 2 ** (1 / 3)) = 40``), the base anchors'
+    corners rounded to integers (computed in float32 as torchvision does), and the cell
+    spacing of each level is ``input size // feature size`` per axis instead of the
+    nominal stride (they differ on levels coarser than the input's divisibility: a
+    800 x 1344 input gets P7 cells every 114 x 122 px, not 128). The input size is
+    taken as ``feature size * stride`` of the first level, exact when the padded input
+    is a multiple of the largest backbone stride (lossreg pads to 32). ``style="mmdet"``
+    [default] is the exact sizes and nominal strides.
     """
 
     def __init__(
@@ -32,7 +43,10 @@ class AnchorGenerator:
         octave_base_scale: float = 4.0,
         scales_per_octave: int = 3,
         center_offset: float = 0.0,
+        style: str = "mmdet",
     ) -> None:
+        if style not in ("mmdet", "torchvision"):
+            raise ValueError(f"AnchorGenerator: style must be 'mmdet' or 'torchvision', got {style!r}")
         if not strides or any(s <= 0 for s in strides):
             raise ValueError(f"AnchorGenerator: strides must be positive, got {strides!r}")
         if not ratios or any(r <= 0 for r in ratios) or octave_base_scale <= 0 or scales_per_octave < 1:
@@ -42,6 +56,7 @@ class AnchorGenerator:
         self.octave_base_scale = float(octave_base_scale)
         self.scales_per_octave = int(scales_per_octave)
         self.center_offset = float(center_offset)
+        self.style = style
         self._cache: dict[tuple, tuple[Tensor, list[int]]] = {}
 
     @property
@@ -52,6 +67,13 @@ class AnchorGenerator:
     def base_anchors(self, stride: int) -> Tensor:
         """``[A, 4]`` anchors centred at the origin for one level (ratio-major order)."""
         scales = [self.octave_base_scale * 2 ** (i / self.scales_per_octave) for i in range(self.scales_per_octave)]
+        if self.style == "torchvision":  # int sizes, float32 ratios, rounded corners (torchvision's generate_anchors)
+            sizes = torch.tensor([float(int(stride * self.octave_base_scale * 2 ** (i / self.scales_per_octave)))
+                                  for i in range(self.scales_per_octave)], dtype=torch.float32)
+            h_ratios = torch.sqrt(torch.tensor(self.ratios, dtype=torch.float32))
+            ws = ((1 / h_ratios)[:, None] * sizes[None, :]).view(-1)
+            hs = (h_ratios[:, None] * sizes[None, :]).view(-1)
+            return (torch.stack([-ws, -hs, ws, hs], dim=1) / 2).round()
         rows = []
         for ratio in self.ratios:
             h_ratio, w_ratio = math.sqrt(ratio), 1.0 / math.sqrt(ratio)
@@ -75,7 +97,11 @@ class AnchorGenerator:
             levels = []
             for (h, w), stride in zip(feat_sizes, self.strides):
                 base = self.base_anchors(stride).to(device)
-                centers = grid_points(h, w, stride, self.center_offset, device)
+                if self.style == "torchvision":  # cell spacing = input size // feature size, per axis
+                    in_h, in_w = feat_sizes[0][0] * self.strides[0], feat_sizes[0][1] * self.strides[0]
+                    centers = grid_points(h, w, (in_h // h, in_w // w), self.center_offset, device)
+                else:
+                    centers = grid_points(h, w, stride, self.center_offset, device)
                 shifts = centers.repeat(1, 2)  # [HW, 4]
                 levels.append((shifts[:, None, :] + base[None, :, :]).reshape(-1, 4))
             result = (torch.cat(levels), [lvl.shape[0] for lvl in levels])
@@ -87,10 +113,13 @@ class AnchorGenerator:
         return self._cache[key]
 
 
-def grid_points(h: int, w: int, stride: int, offset: float, device: torch.device | str = "cpu") -> Tensor:
-    """``[h * w, 2]`` (x, y) pixel centres of a level's locations, row-major."""
-    xs = (torch.arange(w, dtype=torch.float32, device=device) + offset) * stride
-    ys = (torch.arange(h, dtype=torch.float32, device=device) + offset) * stride
+def grid_points(
+    h: int, w: int, stride: int | tuple[int, int], offset: float, device: torch.device | str = "cpu"
+) -> Tensor:
+    """``[h * w, 2]`` (x, y) pixel centres of a level's locations, row-major; ``stride`` may be ``(sy, sx)``."""
+    sy, sx = stride if isinstance(stride, tuple) else (stride, stride)
+    xs = (torch.arange(w, dtype=torch.float32, device=device) + offset) * sx
+    ys = (torch.arange(h, dtype=torch.float32, device=device) + offset) * sy
     yy, xx = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1)
 

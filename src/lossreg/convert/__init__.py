@@ -1,0 +1,25 @@
+"""Weight conversion: torchvision's and mmdetection's COCO detectors as lossreg detectors.
+
+- :func:`from_torchvision` (``model_or_state_dict, arch=None``): RetinaNet v1/v2, FCOS and
+  Faster R-CNN v1/v2 with a ResNet-50 FPN, from a model instance, its state dict, a
+  ``.pth`` file or the name of torchvision's published weights.
+- COCO's classes: :mod:`lossreg.convert.coco` (80 contiguous names, torchvision's
+  91-slot layout).
+
+``lossreg convert SOURCE --output DIR`` writes the converted model as a
+``save_pretrained`` folder.
+"""
+
+from __future__ import annotations
+
+from .coco import COCO_CATEGORY_IDS, COCO_CLASSES, TORCHVISION_COCO_SLOTS, torchvision_label_names
+from .torchvision import TORCHVISION_WEIGHTS, from_torchvision
+
+__all__ = [
+    "COCO_CATEGORY_IDS",
+    "COCO_CLASSES",
+    "TORCHVISION_COCO_SLOTS",
+    "TORCHVISION_WEIGHTS",
+    "from_torchvision",
+    "torchvision_label_names",
+]
