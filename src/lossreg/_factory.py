@@ -35,6 +35,7 @@ from ._registry import (
     register_model,
     register_pretrained,
 )
+from .hub.converted import load_converted_tag
 from .hub.load import load_hf_hub, load_local_dir, load_pretrained_tag
 from .recipe import list_recipes, load_recipe
 
@@ -63,13 +64,20 @@ def list_models(pattern: str = "*", include_recipes: bool = False) -> list[str]:
 
 
 def load_pretrained(pretrained_cfg: PretrainedCfg | None, **kwargs: Any) -> nn.Module:
-    """The detector of the published weights ``pretrained_cfg``, with ``kwargs`` overrides."""
+    """The detector of the published weights ``pretrained_cfg``, with ``kwargs`` overrides.
+
+    ``hf_hub_id``: the Hub repository (:func:`~lossreg.hub.load.load_pretrained_tag`);
+    else ``url`` + ``converter``: another library's original file, downloaded, hash-checked,
+    converted and cached once (:func:`~lossreg.hub.converted.load_converted_tag`).
+    """
     if pretrained_cfg is None:
         raise RuntimeError(
             "pretrained=True, but no published weights are registered for this model "
             "(looked in lossreg's pretrained registry; `lossreg list pretrained` shows what exists)"
         )
-    return load_pretrained_tag(pretrained_cfg, **kwargs)
+    if pretrained_cfg.hf_hub_id or not (pretrained_cfg.url and pretrained_cfg.converter):
+        return load_pretrained_tag(pretrained_cfg, **kwargs)
+    return load_converted_tag(pretrained_cfg, **kwargs)
 
 
 def build_from_recipe(recipe: Any, pretrained: bool = False, **overrides: Any) -> nn.Module:

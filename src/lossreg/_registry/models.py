@@ -100,7 +100,23 @@ def parse_model_name(name: str) -> ModelName:
 
 @dataclass(frozen=True)
 class PretrainedCfg:
-    """Where published weights of ``model.tag`` live (timm's ``pretrained_cfg``)."""
+    """Where published weights of ``model.tag`` live (timm's ``pretrained_cfg``).
+
+    Two routes: ``hf_hub_id`` names a Hub repository written by ``save_pretrained`` /
+    ``lossreg push`` (loaded as is); or ``url`` + ``converter`` name another library's
+    original file (torchvision's, mmdetection's): ``create_model(name, pretrained=True)``
+    downloads it once into ``$LOSSREG_HOME/downloads`` (default ``~/.cache/lossreg``),
+    checks ``sha256``, converts it with ``converter`` and caches the result as a
+    ``save_pretrained`` folder in ``$LOSSREG_HOME/converted/<model>.<tag>``
+    (:mod:`lossreg.hub.converted`).
+
+    Fields of the second route: ``url`` of the original file; ``sha256``, its full hex
+    digest or a prefix of it (torchvision's and mmdetection's file names carry the first
+    8 hex digits); ``source``, what it is, in words; ``converter``, a ``"module:function"``
+    reference called as ``function(path, **converter_args)`` and returning the detector;
+    ``coco_ap``, the source's published COCO val2017 box AP (in %); ``license``, the
+    weights' license.
+    """
 
     model: str
     tag: str
@@ -111,10 +127,25 @@ class PretrainedCfg:
     description: str = ""
     metrics: Mapping[str, float] = field(default_factory=dict)
     license: str | None = None
+    url: str | None = None
+    sha256: str | None = None
+    source: str | None = None
+    converter: str | None = None
+    converter_args: Mapping[str, Any] = field(default_factory=dict)
+    coco_ap: float | None = None
 
     @property
     def name(self) -> str:
         return f"{self.model}.{self.tag}"
+
+    @property
+    def file_name(self) -> str | None:
+        """The original file's name (the last part of ``url``)."""
+        if not self.url:
+            return None
+        from urllib.parse import urlparse
+
+        return urlparse(self.url).path.rsplit("/", 1)[-1] or None
 
 
 _MODELS: dict[str, Callable[..., Any]] = {}

@@ -41,7 +41,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from .._registry import PretrainedCfg, get_registry, register_model
+from .._registry import PretrainedCfg, get_registry, register_model, register_pretrained
+from ..data.coco_classes import COCO_CLASSES
 
 __all__ = ["TORCHVISION_ARCHS", "torchvision_config", "torchvision_resize"]
 
@@ -181,3 +182,39 @@ def _register_v2(name: str, tv_arch: str) -> None:
 _register_v2("retinanet_resnet50_fpn_v2", "retinanet_resnet50_fpn_v2")
 _register_v2("faster_rcnn_resnet50_fpn_v2", "fasterrcnn_resnet50_fpn_v2")
 
+
+# --------------------------------------------------------------------------- published COCO weights
+
+_TV_LICENSE = "bsd-3-clause"  # torchvision's weights are published under its BSD-3-Clause license
+_TV_WEIGHTS = (
+    # (lossreg model name, torchvision builder, enum, file, val2017 box AP, description)
+    ("retinanet_resnet50_fpn", "retinanet_resnet50_fpn", "RetinaNet_ResNet50_FPN_Weights.COCO_V1",
+     "retinanet_resnet50_fpn_coco-eeacb38b.pth", 36.4, "RetinaNet ResNet-50 FPN (v1), COCO 2017."),
+    ("retinanet_resnet50_fpn_v2", "retinanet_resnet50_fpn_v2", "RetinaNet_ResNet50_FPN_V2_Weights.COCO_V1",
+     "retinanet_resnet50_fpn_v2_coco-5905b1c5.pth", 41.5, "RetinaNet ResNet-50 FPN v2 (GN head, GIoU), COCO 2017."),
+    ("fcos_resnet50_fpn", "fcos_resnet50_fpn", "FCOS_ResNet50_FPN_Weights.COCO_V1",
+     "fcos_resnet50_fpn_coco-99b0c9b7.pth", 39.2, "FCOS ResNet-50 FPN, COCO 2017."),
+    ("faster_rcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn", "FasterRCNN_ResNet50_FPN_Weights.COCO_V1",
+     "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth", 37.0, "Faster R-CNN ResNet-50 FPN (v1), COCO 2017."),
+    ("faster_rcnn_resnet50_fpn_v2", "fasterrcnn_resnet50_fpn_v2", "FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1",
+     "fasterrcnn_resnet50_fpn_v2_coco-dd69338a.pth", 46.7, "Faster R-CNN ResNet-50 FPN v2 (BN FPN, 4conv1fc box head), COCO 2017."),
+)
+
+for _model, _builder, _enum, _file, _ap, _desc in _TV_WEIGHTS:
+    register_pretrained(
+        PretrainedCfg(
+            model=_model,
+            tag="tv_coco",
+            num_classes=80,
+            label_names=COCO_CLASSES,
+            description=_desc,
+            metrics={"AP": _ap / 100.0},
+            license=_TV_LICENSE,
+            url=f"https://download.pytorch.org/models/{_file}",
+            sha256=_file.rsplit("-", 1)[1].split(".")[0],  # torchvision's file names carry the sha256 prefix
+            source=f"torchvision {_enum} ({_builder})",
+            converter="lossreg.convert.torchvision:from_torchvision",
+            converter_args={"arch": _builder},
+            coco_ap=_ap,
+        )
+    )
