@@ -56,7 +56,7 @@ def test_cli_exports_a_static_exported_program_with_the_eager_detections(tmp_pat
     with torch.no_grad():
         want = model.detect(images)
     assert [tuple(t.shape) for t in got] == [(2, 100, 4), (2, 100), (2, 100), (2,)]
-    assert want[3].tolist() == [100, 100]
+    assert min(want[3].tolist()) > 0  # detections to compare
     for g, w in zip(got, want):
         torch.testing.assert_close(g.detach(), w, atol=1e-5, rtol=1e-5)
     # every shape is fixed in the graph: the batch size is part of the contract

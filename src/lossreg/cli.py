@@ -306,14 +306,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from .engine.eval_folder import model_image_size
     from .engine.predict import expand_images, write_predictions
     from .engine.trainer import resolve_device
+    from .engine.video import is_video
 
+    # video files (named, or matched by a pattern) are read frame by frame; the rest are images
+    named_videos = [item for item in args.images if is_video(item) and Path(item).expanduser().is_file()]
     try:
-        paths = expand_images(args.images)
+        found = expand_images([item for item in args.images if item not in named_videos])
     except FileNotFoundError as exc:
         raise CliError(str(exc)) from None
+    videos = [Path(v).expanduser() for v in named_videos] + [p for p in found if is_video(p)]
+    paths = [p for p in found if not is_video(p)]
     model = _load_for_eval(args.model, None, ())
     image_size = args.image_size or model_image_size(model)
     if image_size is None:
@@ -321,12 +328,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     try:
         records = write_predictions(model.to(device), paths, args.out, image_size, score_thr=args.score_thr,
-                                    device=device, batch_size=args.batch_size, progress=sys.stderr.isatty())
+                                    device=device, batch_size=args.batch_size, progress=sys.stderr.isatty(),
+                                    videos=videos, max_frames=args.max_frames)
     except FileNotFoundError as exc:
         raise CliError(str(exc)) from None
-    total = sum(len(r["detections"]) for r in records)
-    print(f"{len(records)} images, {total} detections with score >= {args.score_thr:g}; "
-          f"wrote {args.out}/predictions.json and one .jpg per image")
+    images = [r for r in records if r.get("type") != "video"]
+    clips = [r for r in records if r.get("type") == "video"]
+    total = sum(len(r["detections"]) for r in images) + sum(r["num_detections"] for r in clips)
+    parts = [f"{len(images)} images"] if images or not clips else []
+    parts += [f"{len(clips)} video{'s' if len(clips) != 1 else ''} ({sum(r['frames'] for r in clips)} frames)"] if clips else []
+    wrote = ["one .jpg and .json per image"] if images else []
+    wrote += [f"{r['output']} and {r['frames_dir']}*.json" for r in clips]
+    print(f"{', '.join(parts)}, {total} detections with score >= {args.score_thr:g}; "
+          f"wrote {args.out}/predictions.json, {', '.join(wrote)}")
     return 0
 
 
@@ -362,20 +376,28 @@ _EVAL_EPILOG = """examples:
   lossreg eval quickstart --weights runs/quick            a recipe with trained weights
 """
 
-_PREDICT_DESCRIPTION = """Run a trained detector on image files, folders (their .jpg/.jpeg/.png files) or glob
-patterns. MODEL is a run folder, a saved model folder, local-dir:PATH, hf-hub:owner/repo or
-a pretrained name.tag. Images are resized as in evaluation (the recipe's data.image_size,
-or --image-size) and the boxes mapped back to the original pixels.
+_PREDICT_DESCRIPTION = """Run a trained detector on image files, folders (their .jpg/.jpeg/.png files, e.g. a
+video's frames), glob patterns or video files (.mp4, .avi, .mov, .mkv, .webm, .m4v read with
+OpenCV; animated .gif with PIL). MODEL is a run folder, a saved model folder,
+local-dir:PATH, hf-hub:owner/repo or a pretrained name.tag. Images and frames are resized as
+in evaluation (the recipe's data.image_size, or --image-size) and the boxes mapped back to
+the original pixels.
 
 DIR receives:
   predictions.json  per image: file, width, height, output (its drawn image) and
-                    detections, best first: box [x1, y1, x2, y2] px, score, label, label_name
-  <stem>.jpg        the image with each box and 'label_name score' drawn"""
+                    detections, best first: box [x1, y1, x2, y2] px, score, label, label_name;
+                    per video: file, type "video", fps, frames, num_detections, output, frames_dir
+  <stem>.jpg        the image with each box and 'label_name score' drawn
+  <stem>.json       the image's record (one JSON per image: per frame for a folder of frames)
+  <stem>.mp4        a video with the boxes drawn (same size and frame rate; .gif for a GIF)
+  <stem>/NNNNNN.json  one JSON per video frame: file, frame, time (s), width, height, detections"""
 
 _PREDICT_EPILOG = """examples:
   lossreg predict runs/quick photos/ --out preds
   lossreg predict runs/quick 'shots/*.png' one.jpg --out preds --score-thr 0.5
   lossreg predict hf-hub:owner/repo street.jpg --out preds --image-size 640 --device cuda
+  lossreg predict runs/quick clip.mp4 --out preds --max-frames 300    clip.mp4 annotated + clip/*.json
+  lossreg predict runs/quick frames/ --out preds                      annotated frames + a JSON each
 """
 
 _PUSH_DESCRIPTION = """Publish a trained model to the Hugging Face Hub in one commit (create_repo(exist_ok=True) +
@@ -660,11 +682,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model", metavar="MODEL",
                    help="run folder, saved model folder, local-dir:PATH, hf-hub:owner/repo or name.tag")
-    p.add_argument("images", nargs="+", metavar="IMAGES", help="image files, folders or glob patterns (quoted)")
+    p.add_argument("images", nargs="+", metavar="IMAGES",
+                   help="image files, folders of images or frames, glob patterns (quoted) or video files")
     p.add_argument("--out", "--output", "-o", dest="out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--score-thr", type=float, default=0.3, metavar="T", help="keep detections scoring at least T [0.3]")
     p.add_argument("--image-size", type=int, metavar="N", help="input size (longer side) [the recipe's data.image_size]")
     p.add_argument("--batch-size", type=int, default=4, metavar="N", help="images per batch [4]")
+    p.add_argument("--max-frames", type=int, metavar="N", help="read at most N frames of each video [all]")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto [auto]")
     p.set_defaults(func=cmd_predict)
 

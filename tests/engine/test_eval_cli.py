@@ -177,8 +177,9 @@ def test_predict_a_folder_of_two_images(run, val_coco, tmp_path, capsys):
     argv = ["--image-size", "96", "--device", "cpu"]  # 64 px images enlarged 1.5 times: boxes must come back
     assert main(["predict", str(run), str(folder), "--out", str(out), "--score-thr", "0.001", *argv]) == 0
     assert "2 images" in capsys.readouterr().out
-    assert sorted(p.name for p in out.iterdir()) == ["a.jpg", "b.jpg", "predictions.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.jpg", "a.json", "b.jpg", "b.json", "predictions.json"]
     records = json.loads((out / "predictions.json").read_text())
+    assert [json.loads((out / f"{s}.json").read_text()) for s in "ab"] == records  # one JSON per image (frame)
     assert [(Path(r["file"]).name, r["width"], r["height"], r["output"]) for r in records] == [
         ("a.png", 64, 64, "a.jpg"), ("b.jpg", 96, 48, "b.jpg")
     ]

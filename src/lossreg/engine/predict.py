@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import glob
 import io
+import itertools
 import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,15 @@ from tqdm.auto import tqdm
 from .._io import atomic_write_bytes, atomic_write_text
 from ..data import build_transforms, unscale_boxes
 
-__all__ = ["IMAGE_SUFFIXES", "draw_detections", "expand_images", "iter_predictions", "read_image", "write_predictions"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "draw_detections",
+    "expand_images",
+    "iter_frame_predictions",
+    "iter_predictions",
+    "read_image",
+    "write_predictions",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -114,24 +123,43 @@ def iter_predictions(
 
     ``model`` runs in eval mode on ``device`` (its mode is restored afterwards).
     """
+    bar = tqdm(total=len(paths), desc="predict", disable=not progress, leave=False)
+    frames = ((str(Path(p)), read_image(p)) for p in paths)
+    for rgb, record in iter_frame_predictions(model, frames, image_size, score_thr, device, batch_size):
+        bar.update(1)
+        yield rgb, record
+    bar.close()
+
+
+@torch.no_grad()
+def iter_frame_predictions(
+    model: nn.Module,
+    frames: Iterable[tuple[str, np.ndarray]],
+    image_size: int | Sequence[int],
+    score_thr: float = 0.3,
+    device: torch.device | str = "cpu",
+    batch_size: int = 4,
+) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
+    """:func:`iter_predictions` of in-memory frames: ``(name, uint8 [H, W, 3] RGB)`` pairs, read
+    lazily ``batch_size`` at a time (a video's frames, a folder's images); ``record["file"]`` is the name."""
     device = torch.device(device)
     transform = build_transforms((), image_size, train=False)
     names = getattr(model, "label_names", None)
     was_training = model.training
     model.eval()
     try:
-        bar = tqdm(total=len(paths), desc="predict", disable=not progress, leave=False)
-        for start in range(0, len(paths), batch_size):
-            chunk = [Path(p) for p in paths[start : start + batch_size]]
-            images, tensors, scales = [], [], []
-            for path in chunk:
-                rgb = read_image(path)
+        frames = iter(frames)
+        while True:
+            chunk = list(itertools.islice(frames, batch_size))
+            if not chunk:
+                break
+            tensors, scales = [], []
+            for _, rgb in chunk:
                 sample = transform(rgb, np.zeros((0, 4), np.float32), np.zeros((0,), np.int64))
-                images.append(rgb)
                 tensors.append(torch.from_numpy(np.ascontiguousarray(sample["image"].transpose(2, 0, 1))).float().div_(255.0))
                 scales.append(sample["scale"])
             dets = model([t.to(device) for t in tensors])
-            for path, rgb, scale, det in zip(chunk, images, scales, dets):
+            for (name, rgb), scale, det in zip(chunk, scales, dets):
                 h, w = rgb.shape[:2]
                 boxes = unscale_boxes(det["boxes"].float().cpu(), scale, (h, w))
                 scores = det["scores"].float().cpu()
@@ -148,9 +176,7 @@ def iter_predictions(
                     for box, score, label in zip(boxes[keep][order].tolist(), scores[keep][order].tolist(),
                                                  labels[keep][order].tolist())
                 ]
-                yield rgb, {"file": str(path), "width": int(w), "height": int(h), "detections": detections}
-            bar.update(len(chunk))
-        bar.close()
+                yield rgb, {"file": name, "width": int(w), "height": int(h), "detections": detections}
     finally:
         model.train(was_training)
 
@@ -187,13 +213,23 @@ def write_predictions(
     device: torch.device | str = "cpu",
     batch_size: int = 4,
     progress: bool = False,
+    videos: Sequence[str | os.PathLike[str]] = (),
+    max_frames: int | None = None,
 ) -> list[dict[str, Any]]:
     """Run :func:`iter_predictions` and write ``out_dir/predictions.json`` (the records, each
-    with ``"output"``: its drawn image) and ``out_dir/<stem>.jpg`` per image (``<stem>-1.jpg``
-    when two inputs share a stem). Every file's header is checked before the model runs.
-    Returns the records.
+    with ``"output"``: its drawn image), and per image ``out_dir/<stem>.jpg`` (drawn) and
+    ``out_dir/<stem>.json`` (its record; ``<stem>-1.*`` when two inputs share a stem): a
+    folder of a video's frames gives annotated frames and a JSON per frame. Every image
+    file's header is checked before the model runs.
+
+    ``videos``: video files (:func:`lossreg.engine.video.write_video_predictions`), each
+    written as an annotated video ``<stem>.mp4`` (``.gif`` for a GIF) and a JSON per frame
+    in ``<stem>/``; their records in predictions.json say where (``"type": "video"``).
+    ``max_frames`` caps the frames read from each video. Returns the records.
     """
     from PIL import Image
+
+    from .video import write_video_predictions
 
     paths = [Path(p) for p in paths]
     _check_readable(paths)
@@ -206,6 +242,10 @@ def write_predictions(
         Image.fromarray(draw_detections(rgb, record["detections"])).save(buf, format="JPEG", quality=90)
         atomic_write_bytes(out / name, buf.getvalue())
         records.append({**record, "output": name})
+        atomic_write_text(out / f"{Path(name).stem}.json", json.dumps(records[-1], indent=2) + "\n")
         logger.debug("%s: %d detections", record["file"], len(record["detections"]))
+    for video in videos:
+        records.append(write_video_predictions(model, video, out, image_size, score_thr, device, batch_size,
+                                               progress, taken=taken, max_frames=max_frames))
     atomic_write_text(out / "predictions.json", json.dumps(records, indent=2) + "\n")
     return records
