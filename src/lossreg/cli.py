@@ -554,6 +554,54 @@ def _add_export_parser(sub: Any) -> None:
     p.set_defaults(func=cmd_export)
 
 
+_CONVERT_EPILOG = """examples:
+  lossreg convert retinanet_resnet50_fpn.tv_coco --output converted/retinanet_tv   a published tag
+  lossreg convert FCOS_ResNet50_FPN_Weights.COCO_V1 --output converted/fcos_tv     torchvision's weights name
+  lossreg convert my_tv_retinanet.pth --arch retinanet_resnet50_fpn --output converted/mine
+  lossreg convert atss_r50_fpn_1x_coco_20200209-985f7bd0.pth --from mmdet --arch atss_r50_fpn_1x_coco \\
+      --license apache-2.0 --coco-ap 39.4 --output converted/atss
+"""
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import convert
+
+    folder = convert(args.source, args.output, library=args.library, arch=args.arch, classes=args.classes,
+                     license=args.license, coco_ap=args.coco_ap)
+    print(f"wrote {folder}: model.safetensors, config.json, README.md (source, license, AP); "
+          f"load it with lossreg.create_model('local-dir:{folder}')")
+    return 0
+
+
+_CONVERT_DESCRIPTION = """Convert another library's detector into a lossreg save_pretrained folder (model.safetensors,
+config.json, a card stating the source, its license and its published COCO AP).
+
+SOURCE is a converted pretrained tag (`lossreg list pretrained`, e.g. retinanet_resnet50_fpn.tv_coco:
+its original file is downloaded once into $LOSSREG_HOME/downloads and hash-checked), the name of
+torchvision's published weights (RetinaNet_ResNet50_FPN_Weights.COCO_V1), or a checkpoint file: a
+torchvision state dict (--from torchvision, the default) or an mmdetection checkpoint (--from mmdet
+--arch NAME). The converted detector makes the source's detections (see lossreg.convert)."""
+
+
+def _add_convert_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "convert",
+        help="convert a torchvision or mmdetection COCO detector into a lossreg model folder",
+        description=_CONVERT_DESCRIPTION,
+        epilog=_CONVERT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("source", metavar="SOURCE", help="a converted pretrained tag, torchvision's weights name or a checkpoint file")
+    p.add_argument("--output", "-o", required=True, metavar="DIR", help="the save_pretrained folder to write (new or empty)")
+    p.add_argument("--from", dest="library", choices=("torchvision", "mmdet"), help="the file's library [torchvision]")
+    p.add_argument("--arch", help="the source architecture (torchvision builder or mmdetection config name)")
+    p.add_argument("--classes", choices=("auto", "coco80", "all"), default="auto",
+                   help="torchvision: the 80 COCO classes, or every output slot [auto: coco80 for 91 slots]")
+    p.add_argument("--license", help="the weights' license, for the card (a file's; a tag states its own)")
+    p.add_argument("--coco-ap", type=float, metavar="AP", help="the source's published COCO box AP in %%, for the card")
+    p.set_defaults(func=cmd_convert)
+
+
 _EPILOG = """examples:
   lossreg list                      every kind with its names
   lossreg list loss '*iou*' --describe
@@ -742,6 +790,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_ablate)
     _add_export_parser(sub)
+    _add_convert_parser(sub)
     return parser
 
 

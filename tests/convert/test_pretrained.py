@@ -221,3 +221,36 @@ def test_weights_enum_name_offline(tmp_path, monkeypatch):
     msg = str(info.value)
     assert "fcos_resnet50_fpn_coco-99b0c9b7.pth" in msg and "https://download.pytorch.org/models/" in msg
     assert str(tmp_path / "downloads" / "fcos_resnet50_fpn_coco-99b0c9b7.pth") in msg
+
+
+def test_cli_convert_a_tag_and_a_file(source, tag, tmp_path, capsys):
+    from lossreg.cli import main
+
+    out = tmp_path / "from_tag"
+    assert main(["convert", TAG, "--output", str(out)]) == 0
+    card = (out / "README.md").read_text()
+    assert "torchvision (test fake)" in card and "bsd-3-clause" in card and "12.3" in card
+    model = lossreg.create_model(f"local-dir:{out}").eval()
+    images = tvh_images()
+    with torch.no_grad():
+        tvh.assert_same_detections(source["tv"](images), model(images), TORCHVISION_COCO_SLOTS)
+    # a file: the card names it, its sha256 and what --license / --coco-ap say
+    out2 = tmp_path / "from_file"
+    args = ["convert", str(source["path"]), "--arch", "retinanet_resnet50_fpn", "--output", str(out2),
+            "--license", "bsd-3-clause", "--coco-ap", "12.5"]
+    capsys.readouterr()
+    assert main(args) == 2  # the tiny file is not a ResNet-50 (the CLI builds the arch's own): one line, nothing written
+    err = capsys.readouterr().err
+    assert "torchvision retinanet_resnet50_fpn -> lossreg retinanet: missing" in err and not out2.exists()
+    assert main(["convert", TAG, "--output", str(out)]) == 2  # refuses a non-empty folder
+    assert "not empty" in capsys.readouterr().err
+
+
+def test_convert_function_on_a_file(source, tmp_path):
+    from lossreg.convert import convert
+
+    folder = convert(str(source["path"]), tmp_path / "out", arch="retinanet_resnet50_fpn", license="mit",
+                     coco_ap=1.0, bn_eps=1e-5, **SLIM)
+    card = (folder / "README.md").read_text()
+    assert source["path"].name in card and hashlib.sha256(source["path"].read_bytes()).hexdigest() in card
+    assert "mit" in card and lossreg.create_model(f"local-dir:{folder}").num_classes == 80

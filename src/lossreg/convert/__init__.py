@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from .command import convert
 from .coco import COCO_CATEGORY_IDS, COCO_CLASSES, TORCHVISION_COCO_SLOTS, torchvision_label_names
 from .torchvision import TORCHVISION_WEIGHTS, from_torchvision
 
@@ -20,6 +21,7 @@ __all__ = [
     "COCO_CLASSES",
     "TORCHVISION_COCO_SLOTS",
     "TORCHVISION_WEIGHTS",
+    "convert",
     "from_torchvision",
     "torchvision_label_names",
 ]

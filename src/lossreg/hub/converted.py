@@ -38,7 +38,10 @@ from .config import HubError
 from .load import CONFIG_NAME, load_folder, read_config
 from .save import save_pretrained
 
-__all__ = ["ConvertedWeightsError", "converted_folder", "download_file", "load_converted_tag", "lossreg_home"]
+__all__ = [
+    "ConvertedWeightsError", "convert_to_folder", "converted_folder", "download_file", "load_converted_tag",
+    "lossreg_home", "resolve_converter", "source_file", "write_converted",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +127,7 @@ def source_file(cfg: Any) -> Path:
         raise ConvertedWeightsError(f"{cfg.name}: cannot download {name} from {cfg.url} ({reason}); {by_hand}") from exc
 
 
-def _resolve(reference: str) -> Callable[..., nn.Module]:
+def resolve_converter(reference: str) -> Callable[..., nn.Module]:
     module, _, attr = reference.partition(":")
     if not module or not attr:
         raise HubError(f"converter {reference!r} must be 'module:function'")
@@ -145,7 +148,17 @@ def _card_description(cfg: Any) -> str:
 
 def convert_to_folder(cfg: Any, path: Path, folder: Path) -> Path:
     """Convert the original file ``path`` of ``cfg`` and write it to ``folder`` (atomically, as a whole)."""
-    model = _resolve(cfg.converter)(path, **dict(cfg.converter_args))
+    return write_converted(resolve_converter(cfg.converter)(path, **dict(cfg.converter_args)), cfg, folder)
+
+
+def write_converted(model: nn.Module, cfg: Any, folder: Path, model_ref: str | None = None) -> Path:
+    """``save_pretrained`` of a converted ``model`` into ``folder`` (which must not exist yet), its card and
+    ``pretrained_cfg`` stating ``cfg``'s source, URL, hash, license and COCO AP; written atomically."""
+    folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()):
+        raise HubError(f"{folder} exists and is not empty; choose another --output or remove it")
+    if folder.exists():
+        folder.rmdir()
     metrics = {"AP": cfg.coco_ap / 100.0} if cfg.coco_ap is not None else None
     extra = {
         "tag": cfg.tag,
@@ -160,7 +173,7 @@ def convert_to_folder(cfg: Any, path: Path, folder: Path) -> Path:
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
         save_pretrained(
-            model, staging, metrics=metrics, license=cfg.license, dataset="coco", model_ref=cfg.name,
+            model, staging, metrics=metrics, license=cfg.license, dataset="coco", model_ref=model_ref or cfg.name,
             pretrained_cfg=extra, description=_card_description(cfg),
         )
         if folder.exists():  # another process converted it meanwhile
