@@ -11,6 +11,7 @@ and ``lossreg ablate`` agree on it::
                            (train.best_metric), each safetensors + training state
         model/             the final (EMA) model, a save_pretrained folder
         plots/             loss, learning-rate and balancer-weight plots
+        tensorboard/       TensorBoard event files (train.tensorboard)
 
 :func:`load_model` turns anything a user can point at (a run, a saved model,
 ``hf-hub:``, a pretrained tag) into a detector.
@@ -85,6 +86,11 @@ class RunFolder:
     def best_checkpoint(self) -> Path:
         """The stem ``checkpoints/best``: the evaluation with the best ``train.best_metric``."""
         return self.checkpoints / "best"
+
+    @property
+    def tensorboard(self) -> Path:
+        """``tensorboard/``: the event files of ``train.tensorboard``."""
+        return self.root / "tensorboard"
 
     def epoch_checkpoint(self, epoch: int) -> Path:
         """The stem ``checkpoints/epoch_NNNN`` of the checkpoint after ``epoch`` epochs."""

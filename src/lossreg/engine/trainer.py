@@ -30,6 +30,7 @@ The run folder (rank 0 writes it; see :mod:`.distributed`)::
                             while they are the same)
     checkpoints/best.*      with ``train.best_metric``: the checkpoint of the best evaluation
     plots/*.png             losses, balancer weights, learning rate (and validation AP)
+    tensorboard/            with ``train.tensorboard``: the same scalars for TensorBoard (:mod:`.tensorboard`)
     metrics.json            the final evaluation and ``train_seconds``, when training ends
     model/                  the trained model in the Hub layout (lossreg.save_pretrained): model.safetensors,
                             config.json, recipe.yaml, README.md (model card); `lossreg push` publishes it
@@ -303,6 +304,16 @@ class Trainer:
         self.best: dict[str, Any] | None = None
         #: resumed from the end of a run whose metrics.json exists: train() leaves the folder untouched
         self.finished_before = False
+        #: the record of the last iteration (what metrics.jsonl got), for callbacks
+        self.last_record: dict[str, Any] | None = None
+        self._callbacks: list[Any] = []
+        if cfg.tensorboard and self.is_main:
+            from .tensorboard import require_tensorboard
+
+            try:
+                require_tensorboard()
+            except ImportError as exc:
+                raise ValueError(str(exc)) from None
 
         # run folder
         run_dir = None
@@ -536,6 +547,7 @@ class Trainer:
         if grad_norm is not None:
             record["grad_norm"] = grad_norm
         self._log(record)
+        self.last_record = record
         return record
 
     def train(
@@ -545,7 +557,10 @@ class Trainer:
     ) -> dict[str, Any] | None:
         """Train until the schedule ends (or until ``max_iterations`` iterations in all have run).
 
-        ``callbacks`` are called with the trainer after every iteration. At the end of
+        ``callbacks`` are called with the trainer after every iteration (its
+        :attr:`last_record` is what ``metrics.jsonl`` got); one with an ``on_eval(trainer,
+        metrics)`` method is also called after each evaluation, and ``on_train_end(trainer)``
+        when this call ends (:class:`~.tensorboard.TensorBoardCallback`). At the end of
         each epoch: evaluation every ``eval.interval`` epochs, the ``last`` checkpoint
         (and ``epoch_NNNN`` every ``train.checkpoint_interval`` epochs, the newest
         ``train.keep_last`` kept; ``best`` when ``train.best_metric`` improved) and the plots.
@@ -554,6 +569,8 @@ class Trainer:
         """
         if self.finished_before:
             return self._finished_metrics()
+        callbacks = [*self._default_callbacks(), *callbacks]
+        self._callbacks = list(callbacks)
         stop = self.total_iters if max_iterations is None else min(int(max_iterations), self.total_iters)
         if self.is_main:
             logger.info(
@@ -598,9 +615,20 @@ class Trainer:
                 tick = time.perf_counter()
                 self._end_of_epoch(self.iteration // self.iters_per_epoch)
                 self.train_seconds += time.perf_counter() - tick
-        if self.iteration >= self.total_iters:
-            return self.finish()
-        return None
+        result = self.finish() if self.iteration >= self.total_iters else None
+        for callback in self._callbacks:
+            end = getattr(callback, "on_train_end", None)
+            if end is not None:
+                end(self)
+        return result
+
+    def _default_callbacks(self) -> list[Any]:
+        """The callbacks the recipe asks for: the TensorBoard writer with ``train.tensorboard`` (rank 0)."""
+        if not (self.cfg.tensorboard and self.is_main):
+            return []
+        from .tensorboard import TensorBoardCallback
+
+        return [TensorBoardCallback(self.run.tensorboard, purge_step=self.iteration + 1 if self.iteration else None)]
 
     def _report(self, record: dict[str, Any], bar: Any) -> None:
         if not self.is_main:
@@ -713,6 +741,10 @@ class Trainer:
         if metrics is not None:
             self.last_eval = metrics
             self._is_best(metrics)
+            for callback in self._callbacks:
+                on_eval = getattr(callback, "on_eval", None)
+                if on_eval is not None:
+                    on_eval(self, metrics)
             self._log({"type": "eval", "iter": self.iteration, "epoch": epochs_done, **metrics})
             logger.info(
                 "epoch %d: %s", epochs_done, " ".join(f"{k}={metrics[k]:.4f}" for k in METRIC_KEYS if metrics[k] is not None)

@@ -156,6 +156,8 @@ class TrainCfg:
     keep_last: int | None = None
     #: keep ``checkpoints/best.*``: the checkpoint of the evaluation with the highest value of this metric
     best_metric: Literal["AP", "AP50", "AP75", "APs", "APm", "APl", "voc07_mAP", "voc12_mAP"] | None = None
+    #: also log losses, balancer weights, lr and validation metrics to <run>/tensorboard/ (the tensorboard extra)
+    tensorboard: bool = False
 
 
 @dataclass(frozen=True)
