@@ -15,7 +15,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "lossreg"
 
 #: Lowest first. A module may import its own layer's modules and any lower layer, never a higher one.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("_version", "_io", "_autoimport", "_registry"),
+    ("_version", "_io", "_limits", "_autoimport", "_registry"),
     ("ops",),
     ("losses", "assigners", "balancers", "necks", "data"),
     ("heads",),

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .._limits import InputLimitError, load_json
 from .records import DetectionRecord, DetectionSet, make_record, warn_dropped
 
 __all__ = ["load_coco_json", "read_coco"]
@@ -32,7 +33,9 @@ def load_coco_json(ann_file: str | os.PathLike[str]) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"COCO annotation file {str(path)!r} does not exist")
     try:
-        data = json.loads(path.read_bytes())
+        data = load_json(path.read_bytes())  # nesting depth bounded (lossreg._limits)
+    except InputLimitError as exc:
+        raise ValueError(f"{path}: not a COCO file: {exc}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: not a valid COCO JSON file: {exc}") from None
     if not isinstance(data, Mapping):

@@ -92,6 +92,9 @@ class DetectorBase(nn.Module):
         name = self.arch or type(self).__name__
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"{name}: num_classes must be a positive int, got {num_classes!r}")
+        from .._limits import MAX_NUM_CLASSES, check_count
+
+        check_count(name, "num_classes", num_classes, MAX_NUM_CLASSES, "a detector's classes are its dataset's")
         if label_names is not None and len(label_names) != num_classes:
             raise ValueError(f"{name}: {len(label_names)} label_names for num_classes={num_classes}")
         backbone = backbone or self.default_backbone

@@ -23,6 +23,7 @@ from .._registry import Slot, build_component
 from ..ops.anchors import AnchorGenerator
 from ..ops.postprocess import Padded, batched_group_nms, clip_to_sizes, level_topk, pad_per_image, unpad
 from ..ops.geometry import aligned_box_iou
+from ._checks import check_head_size, check_num_classes
 from .normalizer import active_normalizer, avg_factor
 
 Spec = str | dict[str, Any] | nn.Module | None
@@ -157,8 +158,7 @@ class DenseHead(nn.Module):
         if quality_scoring not in ("product", "geometric_mean"):
             raise ValueError(f"quality_scoring must be 'product' or 'geometric_mean', got {quality_scoring!r}")
         self.quality_scoring = quality_scoring
-        if num_classes < 1:
-            raise ValueError(f"{type(self).__name__}: num_classes must be >= 1, got {num_classes}")
+        check_num_classes(type(self).__name__, num_classes)
         if reg_weighting not in ("quality", "none"):
             raise ValueError(f"reg_weighting must be 'quality' or 'none', got {reg_weighting!r}")
         if loss_normalization not in ("batch", "image"):
@@ -203,6 +203,7 @@ class DenseHead(nn.Module):
         3x3 outputs ``A*C`` / ``A*4`` / ``A`` (quality, on the regression tower), optional learnable
         per-level scales on the regression output, N(0, 0.01) init and the focal prior bias."""
         a = self.num_anchors
+        check_head_size(type(self).__name__, in_channels, feat_channels, stacked_convs, a * self.num_classes)
         self.cls_tower = conv_tower(in_channels, feat_channels, stacked_convs, norm, conv_bias)
         self.reg_tower = conv_tower(in_channels, feat_channels, stacked_convs, norm, conv_bias)
         self.cls_out = nn.Conv2d(feat_channels, a * self.num_classes, 3, padding=1)

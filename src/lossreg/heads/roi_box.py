@@ -154,6 +154,10 @@ class RoIBoxHead(nn.Module):
             raise ValueError(f"roi_box: need 0 < nms_thr <= 1 and 0 <= score_thr <= 1, got {nms_thr!r}, {score_thr!r}")
         if isinstance(max_dets, bool) or not isinstance(max_dets, int) or max_dets < 1:
             raise ValueError(f"roi_box: max_dets must be an int >= 1, got {max_dets!r}")
+        from ._checks import check_channels, check_num_classes
+
+        check_num_classes("roi_box", num_classes)
+        check_channels("roi_box", in_channels=in_channels, fc_channels=fc_channels, conv_channels=conv_channels)
         self.num_classes = num_classes
         self.cls_loss = build_component("loss", cls_loss, require_task="cls")
         # Fast R-CNN's smooth L1 has beta 1 (the registry's default 1/9 is the RPN's / RetinaNet's)

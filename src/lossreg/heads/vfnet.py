@@ -207,6 +207,9 @@ class VFNetHead(DenseHead):
             else:
                 self.reg_init_loss = build_component("loss", reg_init_loss, require_task="reg")
 
+        from ._checks import check_head_size
+
+        check_head_size("vfnet head", in_channels, feat_channels, stacked_convs, num_classes)
         self.cls_tower = conv_tower(in_channels, feat_channels, stacked_convs, norm)
         self.reg_tower = conv_tower(in_channels, feat_channels, stacked_convs, norm)
         self.reg_init_conv = conv_tower(feat_channels, feat_channels, 1, norm)

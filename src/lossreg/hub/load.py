@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._limits import InputLimitError, load_json
 from .._registry import STATEFUL_KINDS, component_slots, get_registry
 from .._version import __version__
 from .config import HubError, check_config
@@ -60,7 +61,9 @@ def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not path.is_file():
         raise HubError(f"no {CONFIG_NAME} in {path.parent} (a lossreg model folder is written by lossreg.save_pretrained)")
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        config = load_json(path.read_bytes())  # nesting depth bounded (lossreg._limits)
+    except InputLimitError as exc:
+        raise HubError(f"{path}: {exc}; this is not a config.json written by lossreg") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise HubError(f"{path} is not valid JSON ({exc}); the download may be truncated, fetch it again") from None
     check_config(config, str(path))
@@ -155,7 +158,12 @@ def build_model(
         args["num_classes"] = num_classes
         args["label_names"] = label_names if label_names is not None else (src_names if not finetune else None)
     kwargs.pop("pretrained_backbone", None)  # the weights come from the checkpoint, never from timm
-    model = get_registry("detector").create(config["architecture"], **{**args, **kwargs})
+    try:
+        model = get_registry("detector").create(config["architecture"], **{**args, **kwargs})
+    except (TypeError, ValueError) as exc:  # model_args the detector refuses (e.g. above a size limit)
+        if kwargs:
+            raise  # the caller's override may be what is wrong; its own message says which
+        raise HubError(f"{source}: config.json's model_args do not build a detector: {exc}") from None
     stateful = [k for k, slot in component_slots().items() if slot.kind in STATEFUL_KINDS]
     swapped = [k for k in stateful if k in kwargs]
     if swapped:  # a swapped loss or balancer starts with fresh state

@@ -47,6 +47,9 @@ class FPN(nn.Module):
         super().__init__()
         if not in_channels:
             raise ValueError("fpn: in_channels must list the channels of at least one backbone level")
+        from .._limits import MAX_CHANNELS, check_count
+
+        check_count("fpn", "out_channels", out_channels, MAX_CHANNELS, "FPNs use 256")
         if extra == "p6p7":
             # torchvision takes P5 when the block's input width equals out_channels, else C5.
             src = out_channels if extra_from == "p5" else in_channels[-1]

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from .._io import atomic_write_text
+from .._limits import InputLimitError, safe_load_yaml
 from .._registry import close_matches
 from .convert import RecipeError, build
 from .overrides import apply_overrides, merge
@@ -74,10 +75,14 @@ def find_recipe(name: str | os.PathLike[str]) -> Path:
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"not a UTF-8 text file ({exc.reason} at byte {exc.start})", source=str(path)) from None
     except OSError as exc:
         raise RecipeError(f"cannot read recipe file: {exc.strerror or exc}", source=str(path)) from None
     try:
-        data = yaml.safe_load(text)
+        data = safe_load_yaml(text)  # bounded: nesting depth, alias expansion, size (lossreg._limits)
+    except InputLimitError as exc:
+        raise RecipeError(str(exc), source=str(path)) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from .._limits import InputLimitError, safe_load_yaml
 from .._registry import component_slots
 from .convert import RecipeError
 
@@ -66,7 +67,9 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[s
         if not sep or not key.strip():
             raise RecipeError(f"bad override {item!r}: expected KEY=VALUE, e.g. model.cls_loss=focal")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = safe_load_yaml(raw) if raw.strip() else ""
+        except InputLimitError as exc:
+            raise RecipeError(f"bad value in override {key.strip()!r}: {exc}") from None
         except yaml.YAMLError as exc:
             raise RecipeError(f"bad value in override {item!r}: {exc}") from None
         set_path(out, key.strip(), value)

@@ -314,6 +314,10 @@ def _validate_data(data: DataCfg) -> None:
     sizes = (data.image_size,) if isinstance(data.image_size, int) else data.image_size
     if any(s < 32 for s in sizes):
         raise RecipeError(f"must be >= 32 pixels, got {data.image_size!r}", "data.image_size")
+    from .._limits import MAX_IMAGE_SIDE
+
+    if any(s > MAX_IMAGE_SIDE for s in sizes):
+        raise RecipeError(f"must be <= {MAX_IMAGE_SIDE} pixels (lossreg's limit), got {data.image_size!r}", "data.image_size")
     for split in ("train", "val"):
         ds = getattr(data, split)
         if ds is None:

@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from ..._limits import InputLimitError, safe_load_yaml
+
 _SLUG_OK = re.compile(r"^[A-Za-z0-9_.+-]+$")
 _MAX_SLUG = 40
 _MAX_NAME = 160
@@ -102,7 +104,9 @@ def parse_swaps(items: Sequence[str]) -> list[Swap]:
             values[key] = []
         for text in texts:
             try:
-                value = yaml.safe_load(text)
+                value = safe_load_yaml(text)
+            except InputLimitError as exc:
+                raise AblationError(f"bad value in swap {key!r}: {exc}") from None
             except yaml.YAMLError as exc:
                 problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
                 raise AblationError(f"bad value {text!r} in swap {item!r}: malformed YAML ({problem})") from None
