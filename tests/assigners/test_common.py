@@ -33,7 +33,9 @@ def test_registered_with_documented_defaults():
     assert params["atss"] == {"topk": 9, "anchors_per_location": 1}
     assert params["eatss"] == {"topk": 9, "extra": 3, "anchors_per_location": 1, "rank_by": "iou_or_score"}
     assert params["fcos"]["center_sampling"] is True and params["fcos"]["radius"] == 1.5
-    assert params["fcos"]["strides"] == (8, 16, 32, 64, 128)
+    # None: taken from the head (bind_levels); on its own the assigner uses FCOS's 8-128 pyramid
+    assert params["fcos"]["strides"] is None and params["fcos"]["scale_ranges"] is None
+    assert lossreg.create_assigner("fcos").strides == (8, 16, 32, 64, 128)
     for name in NAMES:
         info = lossreg.component_info("assigner", name)
         assert info["paper"] and info["doc"].splitlines()[0].strip()

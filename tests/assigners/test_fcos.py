@@ -77,7 +77,12 @@ def test_level_count_must_match_strides():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"radius": 0.0}, {"strides": (8, 16)}, {"scale_ranges": ((64, -1),) * 5}, {"center_sampling": "yes"}],
+    [
+        {"radius": 0.0},
+        {"strides": (8, 16), "scale_ranges": ((-1, 64), (64, 128), (128, math.inf))},  # one range per stride
+        {"scale_ranges": ((64, -1),) * 5},
+        {"center_sampling": "yes"},
+    ],
 )
 def test_rejects_bad_parameters(kwargs):
     with pytest.raises((ValueError, TypeError), match="fcos|FCOSAssigner"):

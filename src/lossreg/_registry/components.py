@@ -228,6 +228,21 @@ def check_type(value: Any, tp: Any) -> bool:
     return True
 
 
+def _non_finite(value: Any, depth: int = 0) -> str:
+    """``"NaN"`` / ``"inf"`` when a float parameter is not finite (NaN also inside lists), else ``""``."""
+    if isinstance(value, float):
+        if value != value:
+            return "NaN"
+        if depth == 0 and value in (float("inf"), float("-inf")):
+            return str(value)  # a bound inside a list (FCOS's scale_ranges) may be inf
+        return ""
+    if isinstance(value, (list, tuple)) and depth < 4:
+        for v in value:
+            if _non_finite(v, depth + 1).startswith("NaN"):
+                return "NaN inside a " + type(value).__name__
+    return ""
+
+
 def record_build_spec(obj: Any, name: str, params: Mapping[str, Any]) -> None:
     """Keep on ``obj`` what it was built with: ``obj.build_spec = {"name": name, **params}``.
 
@@ -451,6 +466,9 @@ class Registry(Generic[T]):
                     f"got {type(value).__name__} {value!r}",
                     key,
                 )
+            problem = _non_finite(value)
+            if problem:
+                raise BadParameterError(f"{label}: parameter {key!r} is {problem}; give a finite number", key)
 
     def create(self, name: str, /, **kwargs: Any) -> Any:
         """Instantiate component ``name`` with keyword arguments, checked first.
@@ -468,13 +486,17 @@ class Registry(Generic[T]):
         params.update(kwargs)
         return params
 
-    def build(self, spec: str | Mapping[str, Any] | Any, /, require_task: str | None = None, **defaults: Any) -> Any:
+    def build(
+        self, spec: str | Mapping[str, Any] | Any, /, require_task: str | None = None, where: str = "", **defaults: Any
+    ) -> Any:
         """Build from a config: a name, ``{"name": ..., **params}``, or an instance.
 
         ``defaults`` fill parameters the spec does not set (mmdetection's
         ``default_args``), e.g. ``num_classes`` for a head. ``require_task``
         rejects a component of another task (a regression loss where a
         classification loss belongs) and limits suggestions to that task.
+        Anything else than a name, a mapping or a callable object (a module) raises
+        ``TypeError`` at once, naming ``where`` (the slot) when given.
         """
         if spec is None:
             raise ValueError(f"no {self.kind} given: pass a name or {{'name': ..., **params}}")
@@ -485,6 +507,14 @@ class Registry(Generic[T]):
         elif isinstance(spec, str):
             name, params = spec, {}
         else:
+            if isinstance(spec, (bool, int, float, complex, bytes, list, tuple, set)) or not (
+                callable(spec) or hasattr(spec, "assign")
+            ):
+                where_text = f"{where}: " if where else ""
+                raise TypeError(
+                    f"{where_text}expected a {self.kind} name (see `lossreg list {self.kind}`), a "
+                    f"{{'name': ..., **params}} mapping or a built {self.kind} module, got {type(spec).__name__} {spec!r}"
+                )
             task = getattr(spec, "task", None)
             if require_task and task is not None and task != require_task:
                 raise ValueError(f"expected a {require_task!r} {self.kind}, got {type(spec).__name__} (task {task!r})")
@@ -549,9 +579,12 @@ def create_component(kind: str, name: str, /, **kwargs: Any) -> Any:
     return get_registry(kind).create(name, **kwargs)
 
 
-def build_component(kind: str, spec: Any, /, require_task: str | None = None, **defaults: Any) -> Any:
-    """Build from a name, a ``{"name": ..., **params}`` dict, or pass an instance through."""
-    return get_registry(kind).build(spec, require_task=require_task, **defaults)
+def build_component(kind: str, spec: Any, /, require_task: str | None = None, where: str = "", **defaults: Any) -> Any:
+    """Build from a name, a ``{"name": ..., **params}`` dict, or pass an instance through.
+
+    ``where`` names the slot in the error raised for anything else (``"atss head: cls_loss"``).
+    """
+    return get_registry(kind).build(spec, require_task=require_task, where=where, **defaults)
 
 
 def _make_register(reg: Registry[Any]) -> Callable[..., Any]:

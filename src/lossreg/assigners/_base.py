@@ -204,6 +204,16 @@ class BaseAssigner:
     chunk_elements: int | None = None
 
     # -- public API
+    def bind_levels(self, strides: Sequence[int]) -> None:
+        """Receive the pyramid's strides, finest first, from the head that owns this assigner.
+
+        Dense heads call it once, when they build the assigner (docs/api.md, "Assigners"),
+        so an assigner whose rule depends on the level layout (``fcos``: the center radius
+        and the scale ranges) takes it from the head instead of keeping a second copy that
+        must be changed by hand. Raise ``ValueError`` when the assigner's own settings
+        cannot fit those levels. The default does nothing.
+        """
+
     def assign(
         self,
         anchors: Tensor,

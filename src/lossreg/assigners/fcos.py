@@ -15,6 +15,19 @@ __all__ = ["FCOSAssigner", "DEFAULT_SCALE_RANGES", "DEFAULT_STRIDES"]
 
 DEFAULT_SCALE_RANGES: tuple[tuple[float, float], ...] = ((-1, 64), (64, 128), (128, 256), (256, 512), (512, math.inf))
 DEFAULT_STRIDES: tuple[int, ...] = (8, 16, 32, 64, 128)
+#: The default ranges' boundaries are this many strides: level l takes ``(8 s_{l-1}, 8 s_l]``.
+RANGE_STRIDES = 8.0
+
+
+def default_scale_ranges(strides: Sequence[float]) -> tuple[tuple[float, float], ...]:
+    """FCOS's scale ranges for any pyramid: ``(-1, 8 s_0), (8 s_0, 8 s_1), ..., (8 s_{L-2}, inf)``.
+
+    For strides 8-128 these are the paper's ``(-1, 64), (64, 128), (128, 256), (256, 512), (512, inf)``.
+    """
+    bounds = [RANGE_STRIDES * float(s) for s in strides[:-1]]
+    lows = [-1.0, *bounds]
+    highs = [*bounds, math.inf]
+    return tuple(zip(lows, highs))
 
 
 @register_assigner("fcos")
@@ -36,11 +49,13 @@ class FCOSAssigner(BaseAssigner):
     Parameters:
         center_sampling (bool, default True).
         radius (float, default 1.5): center-region half-side in strides.
-        scale_ranges (default ``((-1, 64), (64, 128), (128, 256), (256, 512), (512, inf))``): one
-            ``(lo, hi)`` per level.
-        strides (default ``(8, 16, 32, 64, 128)``): one stride per level, for the center region;
-            taken as a parameter rather than derived from the anchor size so that a point
-            list with no anchor box convention works too.
+        scale_ranges (default None: derived from the strides, ``(-1, 8 s_0), (8 s_0, 8 s_1), ...,
+            (8 s_{L-2}, inf)``, which for strides 8-128 is the paper's ``((-1, 64), (64, 128),
+            (128, 256), (256, 512), (512, inf))``): one ``(lo, hi)`` per level.
+        strides (default None: the owning head's, which it passes through :meth:`bind_levels`;
+            ``(8, 16, 32, 64, 128)`` when the assigner is used on its own): one stride per
+            level, for the center region. A head's ``strides`` alone therefore sets the whole
+            level layout; strides given here must equal the head's.
 
     Shapes: ``anchors [A, 4]`` (or points' square boxes), ``level_sizes`` with one entry per
     level (``len(strides)`` of them), ``gt_boxes [G, 4]``, ``gt_labels [G]`` -> ``AssignResult``
@@ -54,28 +69,60 @@ class FCOSAssigner(BaseAssigner):
         self,
         center_sampling: bool = True,
         radius: float = 1.5,
-        scale_ranges: Sequence[tuple[float, float]] = DEFAULT_SCALE_RANGES,
-        strides: Sequence[int] = DEFAULT_STRIDES,
+        scale_ranges: Sequence[tuple[float, float]] | None = None,
+        strides: Sequence[int] | None = None,
     ) -> None:
         owner = type(self).__name__
         check_param(owner, "center_sampling", isinstance(center_sampling, bool), "a bool", center_sampling)
-        check_param(owner, "radius", float(radius) > 0, "> 0", radius)
-        ranges = tuple((float(lo), float(hi)) for lo, hi in scale_ranges)
-        check_param(owner, "scale_ranges", all(lo <= hi for lo, hi in ranges), "(lo, hi) pairs with lo <= hi", ranges)
-        strides = tuple(float(s) for s in strides)
-        check_param(owner, "strides", all(s > 0 for s in strides), "positive", strides)
-        check_param(owner, "strides", len(strides) == len(ranges), f"one per scale range ({len(ranges)})", strides)
+        check_param(owner, "radius", math.isfinite(float(radius)) and float(radius) > 0, "> 0", radius)
+        ranges = None
+        if scale_ranges is not None:
+            ranges = tuple((float(lo), float(hi)) for lo, hi in scale_ranges)
+            check_param(owner, "scale_ranges", len(ranges) > 0, "at least one (lo, hi) pair", ranges)
+            check_param(
+                owner, "scale_ranges", all(lo <= hi for lo, hi in ranges), "(lo, hi) pairs with lo <= hi", ranges
+            )
+        given = None
+        if strides is not None:
+            given = tuple(float(s) for s in strides)
+            check_param(owner, "strides", len(given) > 0 and all(s > 0 for s in given), "positive", given)
+            if ranges is not None:
+                check_param(owner, "strides", len(given) == len(ranges), f"one per scale range ({len(ranges)})", given)
         self.center_sampling = center_sampling
         self.radius = float(radius)
-        self.scale_ranges = ranges
-        self.strides = strides
+        self._given_ranges = ranges
+        self._given_strides = given
+        self.strides = given if given is not None else tuple(float(s) for s in DEFAULT_STRIDES)
+        self.scale_ranges = ranges if ranges is not None else default_scale_ranges(self.strides)
+        if ranges is not None and given is None and len(ranges) != len(self.strides):
+            self.strides = ()  # fixed when a head binds its strides; standalone use needs strides=...
+
+    def bind_levels(self, strides: Sequence[int]) -> None:
+        """Take the owning head's strides (finest first); derive the scale ranges unless they were given."""
+        owner = type(self).__name__
+        head = tuple(float(s) for s in strides)
+        if self._given_strides is not None and self._given_strides != head:
+            raise ValueError(
+                f"{owner}: strides {[int(s) if s.is_integer() else s for s in self._given_strides]} differ from the "
+                f"head's {[int(s) if s.is_integer() else s for s in head]}; drop the assigner's strides (it takes "
+                "the head's) or make them equal"
+            )
+        if self._given_ranges is not None and len(self._given_ranges) != len(head):
+            raise ValueError(
+                f"{owner}: {len(self._given_ranges)} scale_ranges for the head's {len(head)} pyramid levels "
+                f"(strides {[int(s) if s.is_integer() else s for s in head]}); give one (lo, hi) per level, or leave "
+                "scale_ranges unset to derive them from the strides"
+            )
+        self.strides = head
+        self.scale_ranges = self._given_ranges if self._given_ranges is not None else default_scale_ranges(head)
 
     def _assign(self, inputs: AssignInputs) -> AssignOutput:
         num_levels = len(inputs.level_sizes)
-        if num_levels != len(self.strides):
+        if num_levels != len(self.strides) or num_levels != len(self.scale_ranges):
             raise ValueError(
                 f"{type(self).__name__}: got {num_levels} pyramid levels but strides/scale_ranges describe "
-                f"{len(self.strides)}; pass strides=... and scale_ranges=... for this pyramid"
+                f"{len(self.strides) or len(self.scale_ranges)}; pass strides=... (and scale_ranges=...) for this "
+                "pyramid, or let the head pass its strides (bind_levels)"
             )
         gts = inputs.gts
         px, py = inputs.centers

@@ -7,7 +7,7 @@ their heads on top of :class:`DetectorBase`.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -39,6 +39,12 @@ def head_components(owner: str, head: str, components: dict[str, Any]) -> dict[s
     for key, value in out.items():
         if isinstance(value, str) and value.lower() == "none":
             out[key] = None  # an optional component (quality_loss) switched off
+        elif not isinstance(value, (str, Mapping)) and (isinstance(value, (bool, int, float, list, tuple)) or not callable(value)):
+            kind = declared[key].kind
+            raise TypeError(
+                f"{owner}: {key} must be a {kind} name (see `lossreg list {kind}`), a {{'name': ..., **params}} "
+                f"mapping or a built {kind} module, got {type(value).__name__} {value!r}"
+            )
     return out
 
 
@@ -93,10 +99,10 @@ class DetectorBase(nn.Module):
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"{name}: num_classes must be a positive int, got {num_classes!r}")
         from .._limits import MAX_NUM_CLASSES, check_count
+        from .inputs import check_label_names
 
         check_count(name, "num_classes", num_classes, MAX_NUM_CLASSES, "a detector's classes are its dataset's")
-        if label_names is not None and len(label_names) != num_classes:
-            raise ValueError(f"{name}: {len(label_names)} label_names for num_classes={num_classes}")
+        label_names = check_label_names(name, label_names, num_classes)
         backbone = backbone or self.default_backbone
         freeze_bn = pretrained_backbone if freeze_bn is None else freeze_bn
         self.num_classes = num_classes

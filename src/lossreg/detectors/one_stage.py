@@ -13,6 +13,7 @@ from ..assigners.result import summarize_assignment
 from ..ops.images import pad_images
 from ..ops.postprocess import Padded, clip_to_sizes, image_sizes_tensor, unpad
 from ._base import DetectorBase, as_spec_dict, clip_detections, head_components
+from .inputs import check_head_strides, neck_strides
 
 
 def check_targets(targets: Any, num_images: int, num_classes: int) -> list[dict[str, Tensor]]:
@@ -102,6 +103,8 @@ class OneStageDetector(DetectorBase):
             in_channels=getattr(self.neck, "out_channels", 256),
             **post,
         )
+        levels = neck_strides(self.backbone.strides, self.neck)
+        check_head_strides(self.arch or type(self).__name__, str(head_cfg["name"]), self.head, levels)
         self.model_args.update({"head": {**head_cfg, **head_kwargs}, **post})
 
     def forward(self, images: Tensor | Sequence[Tensor], targets: list[dict[str, Tensor]] | None = None):

@@ -118,6 +118,16 @@ class TwoStageDetector(DetectorBase):
             nms_thr=nms_thr,
             max_dets=max_dets,
         )
+        from .inputs import check_head_strides, neck_strides
+
+        levels = neck_strides(self.backbone.strides, self.neck)
+        check_head_strides(name, str(rpn_cfg["name"]), self.rpn_head, levels)
+        roi_levels = getattr(self.roi_head, "num_levels", None)
+        if levels is not None and isinstance(roi_levels, int) and roi_levels > len(levels):
+            raise ValueError(
+                f"{name}: the {roi_cfg['name']} head pools from {roi_levels} levels but the neck has {len(levels)} "
+                f"(strides {list(levels)}); set its num_levels to at most {len(levels)}"
+            )
         self.model_args.update(
             {
                 "rpn_head": rpn_cfg,

@@ -23,7 +23,7 @@ from .._registry import Slot, build_component
 from ..ops.anchors import AnchorGenerator
 from ..ops.postprocess import Padded, batched_group_nms, clip_to_sizes, level_topk, pad_per_image, unpad
 from ..ops.geometry import aligned_box_iou
-from ._checks import check_head_size, check_num_classes
+from ._checks import check_head_size, check_num_classes, check_postprocess
 from .normalizer import active_normalizer, avg_factor
 
 Spec = str | dict[str, Any] | nn.Module | None
@@ -158,24 +158,33 @@ class DenseHead(nn.Module):
         if quality_scoring not in ("product", "geometric_mean"):
             raise ValueError(f"quality_scoring must be 'product' or 'geometric_mean', got {quality_scoring!r}")
         self.quality_scoring = quality_scoring
-        check_num_classes(type(self).__name__, num_classes)
+        owner = type(self).__name__
+        check_num_classes(owner, num_classes)
         if reg_weighting not in ("quality", "none"):
             raise ValueError(f"reg_weighting must be 'quality' or 'none', got {reg_weighting!r}")
         if loss_normalization not in ("batch", "image"):
             raise ValueError(f"loss_normalization must be 'batch' or 'image', got {loss_normalization!r}")
         self.loss_normalization = loss_normalization
+        check_postprocess(owner, score_thr, nms_thr, pre_nms_topk, max_dets)
         self.num_classes = num_classes
-        self.cls_loss = build_component("loss", cls_loss, require_task="cls")
-        self.reg_loss = build_component("loss", reg_loss, require_task="reg")
-        self.quality_loss = build_component("loss", quality_loss, require_task="cls") if quality_loss is not None else None
+        self.cls_loss = build_component("loss", cls_loss, require_task="cls", where=f"{owner}: cls_loss")
+        self.reg_loss = build_component("loss", reg_loss, require_task="reg", where=f"{owner}: reg_loss")
+        self.quality_loss = (
+            build_component("loss", quality_loss, require_task="cls", where=f"{owner}: quality_loss")
+            if quality_loss is not None
+            else None
+        )
         if getattr(self.cls_loss, "background_column", False):
             raise ValueError(
                 f"{type(self).__name__}: {type(self.cls_loss).__name__} is a softmax loss with a background column, "
                 "for two-stage heads (roi_box); dense heads need a sigmoid loss such as focal, qfl, vfl or hcra_c"
             )
-        self.assigner = build_component("assigner", assigner)
-        self.balancer = build_component("balancer", balancer)
+        self.assigner = build_component("assigner", assigner, where=f"{owner}: assigner")
+        self.balancer = build_component("balancer", balancer, where=f"{owner}: balancer")
         self.anchor_generator = anchor_generator
+        bind = getattr(self.assigner, "bind_levels", None)
+        if callable(bind):  # the assigner takes the level layout from the head (docs/api.md, "Assigners")
+            bind(tuple(anchor_generator.strides))
         self.reg_weighting = reg_weighting
         self.score_thr, self.nms_thr = score_thr, nms_thr
         self.pre_nms_topk, self.max_dets = pre_nms_topk, max_dets

@@ -159,15 +159,15 @@ class RoIBoxHead(nn.Module):
         check_num_classes("roi_box", num_classes)
         check_channels("roi_box", in_channels=in_channels, fc_channels=fc_channels, conv_channels=conv_channels)
         self.num_classes = num_classes
-        self.cls_loss = build_component("loss", cls_loss, require_task="cls")
+        self.cls_loss = build_component("loss", cls_loss, require_task="cls", where="roi_box: cls_loss")
         # Fast R-CNN's smooth L1 has beta 1 (the registry's default 1/9 is the RPN's / RetinaNet's)
         reg_loss = with_default_params(reg_loss, "smooth_l1", {"beta": 1.0})
-        self.reg_loss = build_component("loss", reg_loss, require_task="reg")
+        self.reg_loss = build_component("loss", reg_loss, require_task="reg", where="roi_box: reg_loss")
         assigner = with_default_params(
             assigner, "max_iou", {"pos_iou_thr": 0.5, "neg_iou_thr": 0.5, "match_low_quality": False}
         )
-        self.assigner = build_component("assigner", assigner)
-        self.balancer = build_component("balancer", balancer)
+        self.assigner = build_component("assigner", assigner, where="roi_box: assigner")
+        self.balancer = build_component("balancer", balancer, where="roi_box: balancer")
         self.sampler = RandomSampler(num_samples, pos_fraction)
         self.coder = DeltaBoxCoder(stds=coder_stds)
         self.add_gt_as_proposals = bool(add_gt_as_proposals)

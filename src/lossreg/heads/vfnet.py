@@ -205,7 +205,7 @@ class VFNetHead(DenseHead):
             if reg_init_loss is None:
                 self.reg_init_loss = copy.deepcopy(self.reg_loss)
             else:
-                self.reg_init_loss = build_component("loss", reg_init_loss, require_task="reg")
+                self.reg_init_loss = build_component("loss", reg_init_loss, require_task="reg", where="vfnet head: reg_init_loss")
 
         from ._checks import check_head_size
 

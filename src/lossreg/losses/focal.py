@@ -39,6 +39,8 @@ class FocalLoss(ClsLoss):
         super().__init__(reduction=reduction, loss_weight=loss_weight)
         if gamma < 0:
             raise ValueError(f"focal: parameter 'gamma' must be >= 0, got {gamma}")
+        if not alpha <= 1:  # alpha > 1 gives the negatives a negative weight; NaN fails this too
+            raise ValueError(f"focal: parameter 'alpha' must be <= 1 (a negative alpha switches alpha_t off), got {alpha}")
         self.alpha = float(alpha)
         self.gamma = float(gamma)
 

@@ -258,6 +258,9 @@ def validate(recipe: Recipe) -> None:
         raise RecipeError(f"must be increasing epochs, got {list(train.steps)}", "train.steps")
     if not 0 <= recipe.eval.score_thr <= 1 or not 0 < recipe.eval.nms_thr <= 1:
         raise RecipeError("score_thr must be in [0, 1] and nms_thr in (0, 1]", "eval")
+    for key in ("pre_nms_topk", "max_dets", "interval", "batch_size"):
+        if getattr(recipe.eval, key) < 1:
+            raise RecipeError(f"must be >= 1, got {getattr(recipe.eval, key)}", f"eval.{key}")
 
 
 def optimizer_names() -> list[str]:
