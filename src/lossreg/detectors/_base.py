@@ -131,8 +131,18 @@ class DetectorBase(nn.Module):
             "pad_fill": pad_fill,
         }
 
+    @property
+    def min_train_side(self) -> int:
+        """Training batches are padded to at least this many pixels a side: twice the backbone's coarsest
+        stride, so that its BatchNorm never sees a 1 x 1 map of a one-image batch."""
+        return 2 * max(getattr(self.backbone, "strides", (32,)))
+
     def _features(self, images: Tensor, sizes: Sequence[tuple[int, int]] | None = None) -> list[Tensor]:
-        """Normalise 0-1 RGB images with the backbone's mean/std; return the neck's levels, finest first."""
+        """Normalise 0-1 RGB images with the backbone's mean/std; return the neck's levels, finest first.
+
+        The images are cast to the model's dtype first (float64 or float16 input to a float32 model).
+        """
+        images = images.to(self.image_mean.dtype)
         x = (images - self.image_mean.to(images.dtype)) / self.image_std.to(images.dtype)
         if self.pad_fill == "mean" and sizes is not None:  # the padding of each image's own (H, W): 0 after normalising
             x = x * _inside_mask(x, sizes)

@@ -12,31 +12,20 @@ from .._registry import Slot, build_component
 from ..assigners.result import summarize_assignment
 from ..ops.images import pad_images
 from ..ops.postprocess import Padded, clip_to_sizes, image_sizes_tensor, unpad
-from ._base import DetectorBase, as_spec_dict, clip_detections, head_components
+from ._base import DetectorBase, as_spec_dict, head_components
 from .inputs import check_head_strides, neck_strides
+from .inputs import check_targets as _check_targets
 
 
-def check_targets(targets: Any, num_images: int, num_classes: int) -> list[dict[str, Tensor]]:
-    """Validate ``[{"boxes": [G, 4] xyxy, "labels": [G]}]``; raise ``ValueError`` naming the bad image."""
-    if not isinstance(targets, (list, tuple)) or len(targets) != num_images:
-        raise ValueError(f"training needs one target dict per image ({num_images}), got {type(targets).__name__}")
-    out = []
-    for i, t in enumerate(targets):
-        if not isinstance(t, dict) or "boxes" not in t or "labels" not in t:
-            raise ValueError(f"targets[{i}] must be a dict with 'boxes' [G, 4] and 'labels' [G]")
-        boxes, labels = t["boxes"], t["labels"]
-        if boxes.dim() != 2 or boxes.shape[-1] != 4 or labels.shape != boxes.shape[:1]:
-            raise ValueError(
-                f"targets[{i}]: boxes must be [G, 4] and labels [G], got {tuple(boxes.shape)} and {tuple(labels.shape)}"
-            )
-        if boxes.numel() and not torch.isfinite(boxes).all():
-            raise ValueError(f"targets[{i}]: boxes contain NaN or inf")
-        if boxes.numel() and ((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])).any():
-            raise ValueError(f"targets[{i}]: boxes must be (x1, y1, x2, y2) with x2 >= x1 and y2 >= y1")
-        if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
-            raise ValueError(f"targets[{i}]: labels must be in [0, {num_classes - 1}], got {labels.tolist()}")
-        out.append({**t, "boxes": boxes.float(), "labels": labels.long()})
-    return out
+def check_targets(
+    targets: Any, num_images: int, num_classes: int, sizes: Sequence[tuple[int, int]] | None = None
+) -> list[dict[str, Tensor]]:
+    """Validate ``[{"boxes": [G, 4] xyxy, "labels": [G]}]``; raise ``ValueError`` naming the bad image.
+
+    Boxes are clipped to ``sizes`` (each image's own ``(H, W)``) and those under 1 px after
+    clipping dropped with a warning, the readers' rule (:mod:`lossreg.detectors.inputs`).
+    """
+    return _check_targets(targets, num_images, num_classes, sizes)
 
 
 class OneStageDetector(DetectorBase):
@@ -108,11 +97,11 @@ class OneStageDetector(DetectorBase):
         self.model_args.update({"head": {**head_cfg, **head_kwargs}, **post})
 
     def forward(self, images: Tensor | Sequence[Tensor], targets: list[dict[str, Tensor]] | None = None):
-        batch, sizes = pad_images(images)
+        batch, sizes = pad_images(images, min_side=self.min_train_side if self.training else 0)
         if self.training:
             if targets is None:
                 raise ValueError("in training mode the model needs targets; call model.eval() for detections")
-            targets = check_targets(targets, batch.shape[0], self.num_classes)
+            targets = check_targets(targets, batch.shape[0], self.num_classes, sizes)
             return self.head.loss(self._features(batch, sizes), targets)
         return unpad(*self.detect(batch, sizes))
 
@@ -136,8 +125,8 @@ class OneStageDetector(DetectorBase):
     def explain_assignment(self, images: Tensor | Sequence[Tensor], targets: list[dict[str, Tensor]]) -> list[dict[str, Any]]:
         """Per image: the assignment summary (positives per gt and per level, their IoU, ignored count),
         the unweighted task losses and the balancer weights last applied. Changes no state."""
-        batch, _ = pad_images(images)
-        targets = check_targets(targets, batch.shape[0], self.num_classes)
+        batch, sizes = pad_images(images)
+        targets = check_targets(targets, batch.shape[0], self.num_classes, sizes)
         buffers = {k: v.clone() for k, v in self.state_dict().items()}
         try:
             out = self.head.flat_outputs(self._features(batch, sizes))

@@ -12,7 +12,7 @@ from .._registry import Slot, build_component
 from ..assigners.result import summarize_assignment
 from ..ops.images import pad_images
 from ..ops.postprocess import Padded, unpad
-from ._base import DetectorBase, as_spec_dict, clip_detections, head_components
+from ._base import DetectorBase, as_spec_dict, head_components
 from .one_stage import check_targets
 
 __all__ = ["TwoStageDetector"]
@@ -147,12 +147,12 @@ class TwoStageDetector(DetectorBase):
         return out
 
     def forward(self, images: Tensor | Sequence[Tensor], targets: list[dict[str, Tensor]] | None = None):
-        batch, sizes = pad_images(images)
+        batch, sizes = pad_images(images, min_side=self.min_train_side if self.training else 0)
         shape = (int(batch.shape[-2]), int(batch.shape[-1]))
         if self.training:
             if targets is None:
                 raise ValueError("in training mode the model needs targets; call model.eval() for detections")
-            targets = check_targets(targets, batch.shape[0], self.num_classes)
+            targets = check_targets(targets, batch.shape[0], self.num_classes, sizes)
             feats = self._features(batch, sizes)
             rpn_losses, (proposals, _) = self.rpn_head.loss_and_proposals(feats, targets, sizes)
             roi_losses = self.roi_head.loss(feats, proposals, targets, shape)
@@ -188,7 +188,7 @@ class TwoStageDetector(DetectorBase):
         buffers, balancer windows, or the global random generator the samplers draw from)."""
         batch, sizes = pad_images(images)
         shape = (int(batch.shape[-2]), int(batch.shape[-1]))
-        targets = check_targets(targets, batch.shape[0], self.num_classes)
+        targets = check_targets(targets, batch.shape[0], self.num_classes, sizes)
         state = {k: v.clone() for k, v in self.state_dict().items()}
         devices = [batch.device] if batch.device.type == "cuda" else []
         try:

@@ -39,12 +39,27 @@ def reduce_loss(loss: Tensor, reduction: str, avg_factor: float | Tensor | None,
 
 
 def check_cls_inputs(owner: str, logits: Tensor, labels: Tensor) -> tuple[int, int]:
-    """Validate ``logits [N, C]`` and ``labels [N]``; return ``(N, C)``."""
+    """Validate ``logits [N, C]`` and ``labels [N]``; return ``(N, C)``.
+
+    ``labels`` must be an integer tensor (float labels would be truncated, bool ones read as
+    0/1) with values in ``-1..C`` (``C`` background, ``-1`` ignored; ``ce``, whose logits carry
+    the background column, checks its narrower range itself). One host sync for the range.
+    """
     if logits.dim() != 2:
         raise ValueError(f"{owner}: logits must be [N, C], got shape {tuple(logits.shape)}")
     n, c = logits.shape
     if labels.shape != (n,):
         raise ValueError(f"{owner}: labels must be [N]={n}, got shape {tuple(labels.shape)}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(
+            f"{owner}: labels must be integer class indices (torch.int64: 0..{c - 1} class, {c} background, -1 "
+            f"ignored), got {labels.dtype}"
+        )
+    if n and not torch.compiler.is_compiling() and bool(((labels < -1) | (labels > c)).any()):
+        raise ValueError(
+            f"{owner}: labels must be in -1..{c} ({c} = background for {c} logit columns, -1 ignored), got values "
+            f"in {int(labels.min())}..{int(labels.max())}; a label > {c} would silently count as background"
+        )
     return n, c
 
 
