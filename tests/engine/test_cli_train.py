@@ -71,6 +71,8 @@ def test_torchrun_two_cpu_processes(tiny_recipe, tmp_path):
     recipe = tiny_recipe(train={"epochs": 1, "batch_size": 4, "warmup_iters": 1})  # 2 images per process
     recipe["data"]["train"]["params"]["num_images"] = 8
     recipe["model"]["balancer"] = {"name": "dwa", "interval": 1}  # lazily created balancer state under DDP
+    recipe["train"]["sync_bn"] = True  # SyncBatchNorm on the CPU (engine/sync_bn.py)
+    recipe["data"]["val"]["params"]["num_images"] = 4  # sharded evaluation: 2 images per process
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(recipe))
     work = tmp_path / "cwd"
@@ -90,3 +92,17 @@ def test_torchrun_two_cpu_processes(tiny_recipe, tmp_path):
     assert [r["iter"] for r in train] == [1, 2]  # written once, by rank 0
     assert load_checkpoint(out / "checkpoints" / "last")[1]["world_size"] == 2
     assert not list((out / "checkpoints").glob("*.pending"))
+    # the evaluation was sharded over the 2 processes and gathered: one process scoring model/ agrees
+    from safetensors.torch import load_file
+
+    from lossreg._factory import build_from_recipe
+    from lossreg.data import build_dataset
+    from lossreg.engine.evaluate import evaluate
+    from lossreg.recipe import load_recipe
+
+    run_recipe = load_recipe(out / "recipe.yaml")
+    val = build_dataset(run_recipe.data.val, run_recipe.data, train=False)
+    model = build_from_recipe(run_recipe, label_names=list(val.class_names))
+    model.load_state_dict(load_file(str(out / "model" / "model.safetensors")))  # dwa's lazy state: not via config.json
+    single = evaluate(model, val, batch_size=2)  # 2 per batch, as each process had (GroupNorm on 1x1 maps needs 2)
+    assert {k: single[k] for k in ("AP", "AP50", "per_class")} == {k: metrics[k] for k in ("AP", "AP50", "per_class")}

@@ -10,7 +10,10 @@ Conventions of the trainer: every rank trains on its shard of each epoch
 (:class:`lossreg.engine.sampler.ResumableSampler`), gradients are averaged by
 :class:`~torch.nn.parallel.DistributedDataParallel`, logged values are averaged
 over the ranks (:func:`all_reduce_mean`), and only rank 0 (:func:`is_main_process`)
-writes files.
+writes files. Evaluation is sharded: each rank predicts every ``world_size``-th image and
+rank 0 gathers the detections (:func:`all_gather_object`) and scores them
+(:func:`lossreg.engine.evaluate.evaluate` with ``distributed=True``). ``train.sync_bn``
+synchronises batch-norm statistics over the ranks (:mod:`lossreg.engine.sync_bn`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from torch import nn
 
 __all__ = [
     "DistInfo",
+    "all_gather_object",
     "all_reduce_mean",
     "barrier",
     "broadcast_object",
@@ -141,6 +145,15 @@ def all_reduce_mean(values: Mapping[str, float], device: torch.device | str = "c
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     t /= dist.get_world_size()
     return {k: float(v) for k, v in zip(keys, t.tolist())}
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """``[obj of rank 0, obj of rank 1, ...]`` on every rank (picklable objects; ``[obj]`` in one process)."""
+    if not is_distributed():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def wrap_ddp(model: nn.Module, device: torch.device, find_unused_parameters: bool = False) -> nn.Module:

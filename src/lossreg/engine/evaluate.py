@@ -194,19 +194,22 @@ def predict_coco(
     num_workers: int = 0,
     progress: bool = False,
     label_map: Sequence[int] | None = None,
+    indices: Sequence[int] | None = None,
 ) -> list[dict[str, Any]]:
     """Run ``model`` (eval mode) over a :class:`~lossreg.data.DetectionDataset`; COCO results on the original images.
 
     ``label_map[k]`` is the dataset label of the model's label ``k`` (``-1``: not a class
     of the dataset, its detections are dropped); identity when ``None``. See
-    :func:`~lossreg.engine.eval_folder.match_labels`.
+    :func:`~lossreg.engine.eval_folder.match_labels`. ``indices``: only these images of
+    the dataset, in this order (one process's shard).
     """
     device = torch.device(device)
     cat_ids = _category_ids(dataset.data)
     if label_map is not None:
         cat_ids = [cat_ids[m] if m >= 0 else -1 for m in label_map]
+    source = dataset if indices is None else torch.utils.data.Subset(dataset, list(indices))
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers
+        source, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers
     )
     amp_dtype = amp if isinstance(amp, torch.dtype) else (torch.bfloat16 if device.type == "cpu" else torch.float16)
     was_training = model.training
@@ -249,8 +252,14 @@ def evaluate(
     num_workers: int = 0,
     max_dets: int = 100,
     progress: bool = False,
-) -> dict[str, Any]:
+    distributed: bool = False,
+) -> dict[str, Any] | None:
     """COCO metrics of ``model`` on a :class:`~lossreg.data.DetectionDataset` (see the module docstring).
+
+    With ``distributed`` under a process group of N ranks (every rank calls it), rank
+    ``r`` predicts images ``r, r + N, ...``, rank 0 gathers every detection in dataset
+    order and returns the metrics (the same as one process evaluating the whole set);
+    the other ranks return None.
 
     Args:
         model: the detector (not a DDP wrapper); its mode is restored afterwards.
@@ -267,7 +276,24 @@ def evaluate(
             gt = COCO(str(ann_file))
     else:
         gt = coco_gt_from_set(data)
-    results = predict_coco(model, dataset, batch_size, device, amp, num_workers, progress)
+    from . import distributed as dist_utils
+
+    world = dist_utils.get_world_size() if distributed else 1
+    if world > 1:
+        rank = dist_utils.get_rank()
+        shard = list(range(rank, len(dataset), world))
+        local = predict_coco(model, dataset, batch_size, device, amp, num_workers, progress, indices=shard)
+        gathered = dist_utils.all_gather_object(local)
+        if rank != 0:
+            return None
+        by_image: dict[int, list[dict[str, Any]]] = {}
+        for part in gathered:
+            for det in part:
+                by_image.setdefault(int(det["image_id"]), []).append(det)
+        ids = dict.fromkeys(int(data.records[i].image_id) for i in range(len(dataset)))
+        results = [det for image_id in ids for det in by_image.get(image_id, [])]
+    else:
+        results = predict_coco(model, dataset, batch_size, device, amp, num_workers, progress)
     logger.debug("evaluating %d detections on %d images", len(results), len(data))
     metrics = coco_metrics(
         gt,

@@ -268,6 +268,10 @@ class Trainer:
         from .._factory import build_from_recipe
 
         self.model: nn.Module = build_from_recipe(recipe, label_names=list(self.train_set.class_names)).to(self.device)
+        if cfg.sync_bn and self.dist.enabled:  # batch statistics over every process (engine/sync_bn.py)
+            from .sync_bn import convert_sync_batchnorm
+
+            self.model = convert_sync_batchnorm(self.model, self.device)
         self.sampler = ResumableSampler(
             len(self.train_set), shuffle=True, seed=cfg.seed, rank=self.dist.rank, world_size=world
         )
@@ -719,10 +723,15 @@ class Trainer:
         return self.ema.module if self.ema is not None else self.model
 
     def evaluate(self) -> dict[str, Any] | None:
-        """COCO metrics of :attr:`eval_model` on the validation split (rank 0; None elsewhere or without one)."""
-        if not self.is_main or self.val_set is None:
+        """COCO metrics of :attr:`eval_model` on the validation split (rank 0; None elsewhere or without one).
+
+        Under DDP every rank calls it and predicts its shard of the images; rank 0 gathers
+        and scores them (``evaluate(..., distributed=True)``).
+        """
+        val = self.recipe.data.val
+        if val is None or self.val_set is None:
             return None
-        ann_file = self.recipe.data.val.ann_file if self.recipe.data.val.format == "coco" else None
+        ann_file = val.ann_file if val.format == "coco" else None
         return evaluate(
             self.eval_model,
             self.val_set,
@@ -733,10 +742,11 @@ class Trainer:
             num_workers=self.recipe.data.num_workers,
             max_dets=self.recipe.eval.max_dets,
             progress=self.show_progress,
+            distributed=self.dist.enabled,
         )
 
     def run_evaluation(self, epochs_done: int) -> dict[str, Any] | None:
-        """Evaluate (rank 0; the other ranks wait) and log an ``"eval"`` record."""
+        """Evaluate (every rank its shard, rank 0 the metrics) and log an ``"eval"`` record."""
         metrics = self.evaluate()
         if metrics is not None:
             self.last_eval = metrics

@@ -158,6 +158,8 @@ class TrainCfg:
     best_metric: Literal["AP", "AP50", "AP75", "APs", "APm", "APl", "voc07_mAP", "voc12_mAP"] | None = None
     #: also log losses, balancer weights, lr and validation metrics to <run>/tensorboard/ (the tensorboard extra)
     tensorboard: bool = False
+    #: under torchrun: batch-norm statistics over every process (torch.nn.SyncBatchNorm; engine/sync_bn.py)
+    sync_bn: bool = False
 
 
 @dataclass(frozen=True)
