@@ -7,6 +7,8 @@ under autocast, ignored rows, per-sample ``weight``, ``reduction``,
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -23,19 +25,38 @@ def reduce_loss(loss: Tensor, reduction: str, avg_factor: float | Tensor | None,
     """Reduce an element/row loss: ``none`` as is, ``sum``, or ``mean`` = sum / (avg_factor or count).
 
     Dividing by ``max(count, 1)`` keeps empty inputs at exactly 0 while the
-    result stays connected to the graph (its gradient is all zeros).
+    result stays connected to the graph (its gradient is all zeros). A given ``avg_factor``
+    must be finite and > 0 (heads pass ``max(num_pos, 1)``); 0 or less raises ``ValueError``
+    instead of dividing by eps.
     """
     if reduction == "none":
         return loss
     total = loss.sum()
     if reduction == "sum":
         return total
+    if avg_factor is not None:
+        check_avg_factor(avg_factor)
     denom = avg_factor if avg_factor is not None else count
     if isinstance(denom, Tensor):
         denom = denom.to(total.dtype).clamp(min=torch.finfo(total.dtype).eps)
     else:
         denom = max(float(denom), torch.finfo(total.dtype).eps)
     return total / denom
+
+
+def check_avg_factor(avg_factor: float | Tensor) -> None:
+    """``ValueError`` unless ``avg_factor`` is a finite number > 0 (one host sync for a tensor, none while tracing)."""
+    if isinstance(avg_factor, Tensor):
+        if torch.compiler.is_compiling() or avg_factor.numel() != 1:
+            return
+        value = float(avg_factor.detach())
+    else:
+        value = float(avg_factor)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(
+            f"avg_factor must be a finite number > 0 (the count a mean divides by; heads pass max(num_pos, 1)), "
+            f"got {value!r}"
+        )
 
 
 def check_cls_inputs(owner: str, logits: Tensor, labels: Tensor) -> tuple[int, int]:

@@ -52,6 +52,9 @@ class GHMWeightedLoss(ClsLoss):
         # widened last edge does; truncation is ~3x faster than torch.bucketize on 10^7 elements.
         idx = (g * bins).long().clamp_(max=bins - 1)
         idx.masked_fill_(~valid[:, None], bins)  # a spare bin for ignored rows: never counted, weight 0
+        # NaN/inf logits (a diverged step) are not binned either: their loss stays NaN for the trainer's
+        # divergence check to report, and the running density never records them
+        idx.masked_fill_(~torch.isfinite(g), bins)
         num = torch.bincount(idx.view(-1), minlength=bins + 1)[:bins].to(probs.dtype)
         nonempty = num > 0
         tot = valid.sum().to(probs.dtype) * probs.shape[1]

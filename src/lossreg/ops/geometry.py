@@ -36,6 +36,28 @@ EPS = 1e-7
 _FOUR_OVER_PI2 = 4.0 / math.pi**2
 
 
+#: Rows of a pair with a coordinate above this are rescaled by :class:`BoxPairGeometry` (their areas
+#: and squared distances would overflow float32 near 1e19); no image is within orders of magnitude of it.
+LARGE_COORD = 1e12
+
+
+def _rescale_large(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """Shift and scale the (finite) rows of ``pred``/``target`` whose coordinates exceed :data:`LARGE_COORD`.
+
+    No host sync: every row goes through ``(x - offset) / scale``, which is exactly ``x`` (and
+    passes the gradient unchanged) for the other rows, whose offset is 0 and scale 1.
+    """
+    with torch.no_grad():
+        big = (torch.maximum(pred.abs().amax(dim=-1), target.abs().amax(dim=-1)) > LARGE_COORD) & (
+            torch.isfinite(pred).all(dim=-1) & torch.isfinite(target).all(dim=-1)
+        )
+        corner = target[..., :2].detach()
+        offset = torch.where(big[..., None], torch.cat([corner, corner], dim=-1), torch.zeros_like(target))
+        scale = torch.maximum((pred.detach() - offset).abs().amax(dim=-1), (target.detach() - offset).abs().amax(dim=-1))
+        scale = torch.where(big, scale.clamp(min=1.0), torch.ones_like(scale))[..., None]
+    return (pred - offset) / scale, (target - offset) / scale
+
+
 class BoxPairGeometry:
     """Lazily computed geometry of aligned pairs ``pred [N, 4]`` / ``target [N, 4]`` (xyxy).
 
@@ -44,11 +66,19 @@ class BoxPairGeometry:
     moment, so read them outside ``torch.no_grad()`` and ``.detach()`` instead.
     Non-overlapping pairs have zero intersection (and zero gradient through it),
     zero-area pairs give ``iou = 0`` rather than NaN.
+
+    Every term is a ratio that does not change when a pair is shifted or scaled, so a pair
+    with a coordinate beyond :data:`LARGE_COORD` (where areas overflow float32: 1e30-scale
+    boxes) is first shifted to its target's corner and divided by its largest coordinate;
+    ``pred`` / ``target`` hold those rescaled rows (other rows are untouched). The ratios,
+    and the losses built on them, then stay finite and exact.
     """
 
     def __init__(self, pred: Tensor, target: Tensor, eps: float = EPS) -> None:
         if pred.shape[-1] != 4 or target.shape != pred.shape:
             raise ValueError(f"expected two [N, 4] box tensors, got {tuple(pred.shape)} and {tuple(target.shape)}")
+        if pred.numel() and pred.is_floating_point():
+            pred, target = _rescale_large(pred, target)
         self.pred = pred
         self.target = target
         self.eps = eps
