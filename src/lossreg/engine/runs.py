@@ -15,14 +15,25 @@ and ``lossreg ablate`` agree on it::
 
 :func:`load_model` turns anything a user can point at (a run, a saved model,
 ``hf-hub:``, a pretrained tag) into a detector.
+
+A run folder belongs to one training run at a time: the run holds ``<run>/.lock``
+(:class:`RunLock`, created with ``O_EXCL``; it records the owner's pid, host and start
+time) from the moment it is set up until it ends, and a second ``lossreg train`` into the
+same folder stops with :class:`RunFolderLocked` before it touches any file there. A lock
+whose process is gone (same host, pid not alive) is stale and taken over; a lock from
+another host cannot be checked and is reported with the file to delete.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import errno
+import json
 import logging
 import os
+import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +48,10 @@ from ..recipe import load_recipe
 from .checkpoint import checkpoint_paths
 
 __all__ = [
+    "LOCK_NAME",
     "RunFolder",
+    "RunFolderLocked",
+    "RunLock",
     "default_run_dir",
     "find_weights",
     "is_run_folder",
@@ -50,6 +64,146 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
 MODEL = "model"
+LOCK_NAME = ".lock"
+#: An unreadable lock file (its writer died between creating and filling it) older than this is stale.
+_UNREADABLE_LOCK_GRACE_S = 10.0
+#: Locks this process holds: lock file -> number of RunLock objects holding it.
+_HELD: dict[str, int] = {}
+
+
+class RunFolderLocked(RuntimeError):
+    """The run folder is owned by another training run that is still alive (the message names it)."""
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    except OSError as exc:  # pragma: no cover - platforms without signal 0
+        return exc.errno != errno.ESRCH
+    return True
+
+
+class RunLock:
+    """``<run>/.lock``: the run folder's owner (see the module docstring).
+
+    ``acquire()`` creates the file with ``O_CREAT | O_EXCL`` holding ``{"pid", "host",
+    "started", "argv"}``; it succeeds again in the process that holds it (re-entrant),
+    takes over a stale lock (same host, process gone; or an unreadable file older than
+    10 s) and raises :class:`RunFolderLocked` otherwise. ``release()`` removes the file
+    when this process owns it. Also a context manager.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.path = Path(root) / LOCK_NAME
+        self.held = False
+
+    @staticmethod
+    def _record() -> dict[str, Any]:
+        import sys
+
+        return {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": datetime.datetime.now().isoformat(timespec="seconds"),
+            "argv": sys.argv[:8],
+        }
+
+    def owner(self) -> dict[str, Any] | None:
+        """The lock's record, ``{}`` when the file is unreadable, None when there is no lock."""
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return {}
+        try:
+            record = json.loads(text)
+        except ValueError:
+            return {}
+        return record if isinstance(record, dict) else {}
+
+    def _stale(self, record: dict[str, Any]) -> bool:
+        if not record:
+            try:
+                age = time.time() - self.path.stat().st_mtime
+            except FileNotFoundError:
+                return True
+            return age > _UNREADABLE_LOCK_GRACE_S
+        if record.get("host") != socket.gethostname():
+            return False  # another machine's process: cannot be checked from here
+        pid = record.get("pid")
+        return not isinstance(pid, int) or not _pid_alive(pid)
+
+    def acquire(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                record = self.owner()
+                if record is None:
+                    continue  # released meanwhile: try again
+                if record.get("pid") == os.getpid() and record.get("host") == socket.gethostname():
+                    # this process owns it already (a second Trainer on the same folder, one after the other)
+                    return self._hold()
+                if self._stale(record):
+                    logger.warning(
+                        "%s: taking over a stale lock of pid %s on %s (that process is gone)",
+                        self.path.parent, record.get("pid", "?"), record.get("host", "?"),
+                    )
+                    self.path.unlink(missing_ok=True)
+                    continue
+                raise RunFolderLocked(self._message(record)) from None
+            try:
+                os.write(fd, (json.dumps(self._record()) + "\n").encode("utf-8"))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            return self._hold()
+        raise RunFolderLocked(self._message(self.owner() or {}))
+
+    def _hold(self) -> RunLock:
+        if not self.held:
+            key = str(self.path.resolve())
+            _HELD[key] = _HELD.get(key, 0) + 1
+            self.held = True
+        return self
+
+    def _message(self, record: dict[str, Any]) -> str:
+        folder = self.path.parent
+        if not record:
+            who = "a run that is starting up"
+        else:
+            who = f"pid {record.get('pid', '?')} on {record.get('host', '?')} (since {record.get('started', '?')})"
+        fix = "wait for it to finish, or train into another --output folder"
+        if record and record.get("host") != socket.gethostname():
+            fix += f"; if that run is gone, delete {self.path}"
+        return f"{folder} is in use by another training run, {who}; {fix}"
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        self.held = False
+        key = str(self.path.resolve())
+        _HELD[key] = _HELD.get(key, 1) - 1
+        if _HELD[key] > 0:
+            return  # another RunLock of this process still holds it
+        del _HELD[key]
+        record = self.owner()
+        if record and record.get("pid") == os.getpid() and record.get("host") == socket.gethostname():
+            self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
 
 
 @dataclass(frozen=True)
@@ -112,6 +266,15 @@ class RunFolder:
     @property
     def plots(self) -> Path:
         return self.root / "plots"
+
+    @property
+    def lock_file(self) -> Path:
+        """``<run>/.lock`` (see :class:`RunLock`)."""
+        return self.root / LOCK_NAME
+
+    def lock(self) -> RunLock:
+        """A :class:`RunLock` on this folder (not yet acquired)."""
+        return RunLock(self.root)
 
     def has_checkpoint(self) -> bool:
         """A ``last`` checkpoint exists (or is being written: its ``.pending`` marker)."""

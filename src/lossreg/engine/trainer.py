@@ -203,8 +203,12 @@ class Trainer:
         progress: tqdm progress bars [None: when stderr is a terminal]; always off on ranks > 0.
 
     Raises ``ValueError`` (bad device, batch size not divisible by the process count,
-    ``model.num_classes`` disagreeing with the dataset, an occupied run folder) and
-    :class:`~lossreg.engine.checkpoint.CheckpointError` for an unusable checkpoint.
+    ``model.num_classes`` disagreeing with the dataset, a training split without a single
+    box, an occupied run folder) and :class:`~lossreg.engine.checkpoint.CheckpointError`
+    for an unusable checkpoint. Rank 0 holds the run folder's lock
+    (:class:`~lossreg.engine.runs.RunLock`) from construction until :meth:`train` returns or
+    fails (or :meth:`close`); a folder another live run holds raises
+    :class:`~lossreg.engine.runs.RunFolderLocked` before any file in it is touched.
     """
 
     def __init__(
@@ -327,21 +331,33 @@ class Trainer:
         self.run_dir = self.run.root
         self.checkpoint_dir = self.run.checkpoints
         self.metrics_path = self.run.metrics_log
-        if resume is True:
-            resume = self.run.last_checkpoint
-        elif resume is False:
-            resume = None
-        if resume is None and checkpoint_paths(self.run.last_checkpoint)[0].exists():
-            raise ValueError(
-                f"{self.run_dir} already holds a training run (checkpoints/last.safetensors); resume it "
-                "(--resume) or choose another output folder"
-            )
-        if resume is not None:
-            self.load_checkpoint(resume)
-        if self.is_main:
-            self._init_run_dir()
-        dist_utils.barrier()
-        self.ddp_model = self._wrap()
+        # the run folder's owner until training ends (engine/runs.py, RunLock): a second run into it stops here
+        self._lock = self.run.lock().acquire() if self.is_main else None
+        try:
+            if resume is True:
+                resume = self.run.last_checkpoint
+            elif resume is False:
+                resume = None
+            if resume is None and checkpoint_paths(self.run.last_checkpoint)[0].exists():
+                raise ValueError(
+                    f"{self.run_dir} already holds a training run (checkpoints/last.safetensors); resume it "
+                    "(--resume) or choose another output folder"
+                )
+            if resume is not None:
+                self.load_checkpoint(resume)
+            if self.is_main:
+                self._init_run_dir()
+            dist_utils.barrier()
+            self.ddp_model = self._wrap()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release the run folder (its ``.lock``); :meth:`train` does it when it returns or fails."""
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.release()
 
     # ------------------------------------------------------------------ setup
     def _init_run_dir(self) -> None:
@@ -571,6 +587,14 @@ class Trainer:
         When the schedule is complete, returns the final metrics (also written to
         ``metrics.json``, with the model in ``model/``); returns None when stopped early.
         """
+        if self._lock is not None:
+            self._lock.acquire()  # held since __init__; again after an earlier train() released it
+        try:
+            return self._train(max_iterations, callbacks)
+        finally:
+            self.close()
+
+    def _train(self, max_iterations: int | None, callbacks: Sequence[Callable[[Trainer], None]]) -> dict[str, Any] | None:
         if self.finished_before:
             return self._finished_metrics()
         callbacks = [*self._default_callbacks(), *callbacks]
