@@ -132,8 +132,13 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, overrides=args.set or (), validate=not args.schema_only)
+    if not (args.schema_only or args.no_data):
+        from .recipe.data_paths import check_data_paths
+
+        check_data_paths(recipe)  # the data must be on this machine for the recipe to train here
     print(recipe.to_yaml(), end="")
-    print(f"# recipe {recipe.name!r} is valid", file=sys.stderr)
+    where = "" if args.schema_only or args.no_data else " and its data paths exist"
+    print(f"# recipe {recipe.name!r} is valid{where}", file=sys.stderr)
     return 0
 
 
@@ -662,6 +667,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", metavar="KEY=VALUE", help="override a field, e.g. model.cls_loss.gamma=1.5 (repeatable)"
     )
     p.add_argument("--schema-only", action="store_true", help="check types only, not that the components exist")
+    p.add_argument("--no-data", action="store_true",
+                   help="do not check that the data paths exist on this machine (a recipe for another machine)")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser(

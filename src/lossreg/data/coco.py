@@ -27,13 +27,17 @@ def load_coco_json(ann_file: str | os.PathLike[str]) -> dict[str, Any]:
     """Parse and shape-check a COCO JSON file.
 
     Raises ``FileNotFoundError`` if it does not exist and ``ValueError`` naming the file
-    if it is not JSON or lacks the ``images`` / ``categories`` lists.
+    if it is a folder, is not JSON (or nests deeper than :data:`lossreg._limits.MAX_DEPTH`),
+    or lacks the ``images`` / ``annotations`` / ``categories`` lists (a set without objects
+    has ``"annotations": []``; a file without the key is an image list, not a detection set).
     """
     path = Path(ann_file)
+    if path.is_dir():
+        raise ValueError(f"COCO annotation file {str(path)!r} is a folder; give the JSON file inside it")
     if not path.is_file():
         raise FileNotFoundError(f"COCO annotation file {str(path)!r} does not exist")
     try:
-        data = load_json(path.read_bytes())  # nesting depth bounded (lossreg._limits)
+        data = load_json(path.read_bytes())
     except InputLimitError as exc:
         raise ValueError(f"{path}: not a COCO file: {exc}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -43,9 +47,42 @@ def load_coco_json(ann_file: str | os.PathLike[str]) -> dict[str, Any]:
     for key in ("images", "categories"):
         if not isinstance(data.get(key), list):
             raise ValueError(f"{path}: a COCO file needs a list under {key!r}")
-    if not isinstance(data.setdefault("annotations", []), list):
+    if "annotations" not in data:
+        raise ValueError(
+            f"{path}: no 'annotations' list, so this is not a COCO detection file (an image list?); add "
+            "\"annotations\": [] if the images really hold no objects"
+        )
+    if not isinstance(data["annotations"], list):
         raise ValueError(f"{path}: 'annotations' must be a list")
     return dict(data)
+
+
+def _check_unique(path: Path, data: dict[str, Any]) -> None:
+    """Refuse repeated image ids, category ids and category names (pycocotools would silently merge them)."""
+    seen: dict[Any, int] = {}
+    for i, img in enumerate(data["images"]):
+        key = img.get("id") if isinstance(img, Mapping) else None
+        if key is not None and key in seen:
+            raise ValueError(
+                f"{path}: image id {key!r} is used by images[{seen[key]}] and images[{i}]; every image needs its own id"
+            )
+        seen[key] = i
+    ids: dict[Any, int] = {}
+    names: dict[str, Any] = {}
+    for i, cat in enumerate(data["categories"]):
+        if not isinstance(cat, Mapping) or "id" not in cat:
+            raise ValueError(f"{path}: categories[{i}] must be an object with an 'id' and a 'name', got {cat!r}")
+        cid = cat["id"]
+        if cid in ids:
+            raise ValueError(f"{path}: category id {cid!r} is used by categories[{ids[cid]}] and categories[{i}]")
+        ids[cid] = i
+        name = str(cat.get("name", cid))
+        if name in names:
+            raise ValueError(
+                f"{path}: category name {name!r} is used by ids {names[name]!r} and {cid!r}; class names must be "
+                "unique (they name the model's classes): rename one or merge them"
+            )
+        names[name] = cid
 
 
 def _index(data: dict[str, Any], path: Path):
@@ -87,6 +124,7 @@ def read_coco(
     path = Path(ann_file)
     root = Path(image_root)
     data = load_coco_json(path)
+    _check_unique(path, data)
     coco = _index(data, path)
 
     cat_ids = sorted(int(c) for c in coco.cats)
@@ -121,7 +159,15 @@ def read_coco(
             cat = ann.get("category_id")
             if cat not in cat_to_label:
                 raise ValueError(f"{path}: annotation {ann.get('id')!r} has unknown category_id {cat!r}")
-            x, y, w, h = (float(v) for v in bbox)
+            try:
+                if any(isinstance(v, bool) for v in bbox):
+                    raise TypeError("a bool")
+                x, y, w, h = (float(v) for v in bbox)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"{path}: annotation {ann.get('id')!r} (image {image_id}) has a non-numeric bbox {bbox!r}; "
+                    "expected four numbers [x, y, width, height]"
+                ) from None
             xyxy = [x, y, x + w, y + h]
             if ann.get("iscrowd", 0):
                 crowd.append(xyxy)

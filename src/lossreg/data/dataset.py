@@ -27,7 +27,7 @@ from .synthetic import read_synthetic
 from .transforms import DetectionTransforms, build_transforms
 from .voc import read_voc
 
-__all__ = ["DetectionDataset", "build_dataset", "load_image", "read_dataset"]
+__all__ = ["DetectionDataset", "build_dataset", "check_dataset_params", "load_image", "read_dataset"]
 
 
 def load_image(record: DetectionRecord) -> np.ndarray:
@@ -106,6 +106,20 @@ def _check_params(func: Any, params: Mapping[str, Any], where: str, skip: Sequen
             near = close_matches(str(key), accepted)
             hint = f"did you mean {', '.join(repr(n) for n in near)}?" if near else f"it takes {', '.join(accepted)}"
             raise TypeError(f"{where}: unknown parameter {key!r}; {hint}")
+
+
+def check_dataset_params(dataset_cfg: Any) -> None:
+    """Raise ``TypeError`` for a ``params`` key the split's reader does not take (nothing is read)."""
+    from .synthetic import make_synthetic
+
+    readers = {
+        "coco": (read_coco, ("ann_file", "image_root")),
+        "voc": (read_voc, ("root", "split", "class_names")),
+        "synthetic": (make_synthetic, ("root",)),
+    }
+    if dataset_cfg.format in readers:
+        func, skip = readers[dataset_cfg.format]
+        _check_params(func, dict(dataset_cfg.params), f"{dataset_cfg.format} dataset params", skip=skip)
 
 
 def read_dataset(dataset_cfg: Any, class_names: Sequence[str] | None = None) -> DetectionSet:

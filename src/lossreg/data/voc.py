@@ -109,6 +109,14 @@ def read_voc(
             the given ``class_names``.
     """
     root = Path(root)
+    if root.is_file():
+        raise ValueError(f"VOC root {str(root)!r} is a file; give the folder that holds Annotations/ and JPEGImages/")
+    if not root.is_dir():
+        raise FileNotFoundError(f"VOC folder {str(root)!r} does not exist")
+    if class_names is not None:
+        repeated = sorted({n for n in class_names if list(class_names).count(n) > 1})
+        if repeated:
+            raise ValueError(f"class_names repeats {', '.join(map(repr, repeated))}; each class needs its own name")
     ids = _split_ids(root, split)
     parsed = []
     for stem in ids:

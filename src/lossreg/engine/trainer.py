@@ -258,6 +258,11 @@ class Trainer:
         if self.is_main:
             dist_utils.barrier()
         num_classes = self.train_set.num_classes
+        if self.train_set.data.num_boxes == 0:
+            raise ValueError(
+                f"data.train ({self.train_set.data.source or recipe.data.train.format}) has {len(self.train_set)} "
+                "images but not one box: nothing to learn from; check the annotation file and its category ids"
+            )
         if recipe.model.num_classes is not None and recipe.model.num_classes != num_classes:
             raise ValueError(
                 f"model.num_classes is {recipe.model.num_classes} but the training set has {num_classes} classes "

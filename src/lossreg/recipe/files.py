@@ -60,6 +60,10 @@ def find_recipe(name: str | os.PathLike[str]) -> Path:
     looks_like_path = path.suffix in (".yaml", ".yml") or os.sep in text or "/" in text
     if path.is_file():
         return path
+    if path.is_dir():
+        near = sorted(p.name for p in path.glob("*.y*ml"))[:3]
+        hint = f" (it holds {', '.join(near)})" if near else ""
+        raise RecipeError(f"{text!r} is a folder, not a recipe file; give a .yaml file{hint}")
     if looks_like_path:
         raise RecipeError(f"recipe file {text!r} does not exist")
     for d in recipe_dirs():

@@ -316,13 +316,15 @@ def _validate_optimizer(opt: OptimizerCfg) -> None:
 
 
 def _validate_data(data: DataCfg) -> None:
+    from .._limits import MAX_IMAGE_SIDE
+
     sizes = (data.image_size,) if isinstance(data.image_size, int) else data.image_size
     if any(s < 32 for s in sizes):
         raise RecipeError(f"must be >= 32 pixels, got {data.image_size!r}", "data.image_size")
-    from .._limits import MAX_IMAGE_SIDE
-
     if any(s > MAX_IMAGE_SIDE for s in sizes):
         raise RecipeError(f"must be <= {MAX_IMAGE_SIDE} pixels (lossreg's limit), got {data.image_size!r}", "data.image_size")
+    if data.num_workers < 0:
+        raise RecipeError(f"must be >= 0, got {data.num_workers}", "data.num_workers")
     for split in ("train", "val"):
         ds = getattr(data, split)
         if ds is None:
@@ -331,9 +333,19 @@ def _validate_data(data: DataCfg) -> None:
             raise RecipeError("a coco dataset needs 'ann_file' (JSON) and 'root' (image folder)", f"data.{split}")
         if ds.format == "voc" and ds.root is None:
             raise RecipeError("a voc dataset needs 'root' (the folder holding Annotations/)", f"data.{split}")
+        if ds.max_images is not None and ds.max_images < 1:
+            raise RecipeError(f"must be >= 1 (the first N images of the split), got {ds.max_images}", f"data.{split}.max_images")
+        from ..data.dataset import check_dataset_params
+
+        try:
+            check_dataset_params(ds)
+        except TypeError as exc:
+            raise RecipeError(str(exc), f"data.{split}.params") from None
     if data.augment:
         try:
             import albumentations as A
+
+            from ..data.transforms import build_augmentation
         except ImportError:  # pragma: no cover - a declared dependency
             return
         for i, spec in enumerate(data.augment):
@@ -342,3 +354,7 @@ def _validate_data(data: DataCfg) -> None:
                 near = close_matches(spec.name, names)
                 hint = f"; did you mean {', '.join(repr(n) for n in near)}?" if near else ""
                 raise RecipeError(f"unknown albumentations transform {spec.name!r}{hint}", f"data.augment[{i}].name")
+            try:  # its parameters too: a misspelled one would fail only when training starts
+                build_augmentation(spec, f"augment[{i}]")
+            except (TypeError, ValueError) as exc:
+                raise RecipeError(str(exc).removeprefix(f"augment[{i}]: "), f"data.augment[{i}]") from None
