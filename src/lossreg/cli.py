@@ -17,6 +17,7 @@ import argparse
 import json
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -808,15 +809,66 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    previous = warnings.showwarning
+    if not args.debug:
+        warnings.showwarning = _one_line_warning(args.command)
+    try:
+        return _run(args)
+    finally:
+        warnings.showwarning = previous
+
+
+def _run(args: argparse.Namespace) -> int:
+    """``args.func(args)``, every error as one line ``lossreg <command>: error: ...`` unless ``--debug``."""
     try:
         return int(args.func(args) or 0)
-    except (CliError, RecipeError, UnknownComponentError, HubError, TypeError, ValueError) as exc:
-        if args.debug:
-            raise
-        print(f"lossreg {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except BrokenPipeError:  # `lossreg list | head`
         return 0
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"lossreg {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one line without --debug, whatever went wrong
+        if args.debug:
+            raise
+        known = isinstance(exc, _known_errors())
+        text = _one_line(exc)
+        if not known:  # not a user error lossreg anticipated: say what it was and how to see more
+            text = f"{type(exc).__name__}: {text} (run with --debug for the traceback)"
+        print(f"lossreg {args.command}: error: {text}", file=sys.stderr)
+        return 2 if known else 1
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    """The error types whose message is written for the user: printed as they are, exit status 2."""
+    from ._limits import InputLimitError
+    from .detectors.backbone import OfflineWeightsError
+    from .engine.checkpoint import CheckpointError
+    from .engine.runs import RunFolderLocked
+
+    return (CliError, RecipeError, UnknownComponentError, HubError, TypeError, ValueError, InputLimitError,
+            OfflineWeightsError, CheckpointError, RunFolderLocked, OSError, FloatingPointError)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line (a multi-line message's lines joined with ' | ', at most 400 characters)."""
+    text = exc.message if isinstance(exc, UnknownComponentError) else str(exc)
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None and not text.startswith(str(exc.filename)):
+        text = f"{exc.filename}: {exc.strerror}"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    text = " | ".join(lines) or type(exc).__name__
+    return text if len(text) <= 400 else text[:397] + "..."
+
+
+def _one_line_warning(command: str) -> Any:
+    """``warnings.showwarning`` printing ``lossreg <command>: warning: <message>`` (no source line)."""
+
+    def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        text = " | ".join(part.strip() for part in str(message).splitlines() if part.strip())
+        print(f"lossreg {command}: warning: {text} ({category.__name__})", file=file or sys.stderr)
+
+    return show
 
 
 if __name__ == "__main__":  # pragma: no cover

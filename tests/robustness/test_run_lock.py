@@ -16,7 +16,7 @@ import sys
 import time
 
 import pytest
-from robust_helpers import raises, tiny_recipe
+from robust_helpers import one_line_error, raises, tiny_recipe
 
 from lossreg.engine.runs import LOCK_NAME, RunFolder, RunFolderLocked, RunLock
 
@@ -173,3 +173,15 @@ def test_trainer_releases_the_lock_when_setup_fails(tmp_path, synthetic_root):
         Trainer(tiny_recipe(synthetic_root), output_dir=run)
     assert not (run / LOCK_NAME).exists()
 
+
+def test_cli_train_into_a_locked_folder_is_one_line(tmp_path, synthetic_root, live_pid, capsys):
+    import yaml
+
+    from lossreg.cli import main
+
+    run = tmp_path / "run"
+    _write_lock(run, pid=live_pid)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe(synthetic_root)))
+    assert main(["train", str(recipe), "--output", str(run)]) == 2
+    one_line_error(capsys, "lossreg train: error:", "is in use by another training run", f"pid {live_pid}")

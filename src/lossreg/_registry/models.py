@@ -44,6 +44,8 @@ HUB_PREFIX = "hf-hub:"
 LOCAL_PREFIX = "local-dir:"
 _REPO_RE = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
+#: A git branch, tag or commit as the Hub accepts them: no second '@', no spaces, no '..'.
+_REVISION_RE = re.compile(r"^(?!.*\.\.)[A-Za-z0-9_][\w.\-/]*$")
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,11 @@ def parse_model_name(name: str) -> ModelName:
             )
         if "@" in rest and not revision:
             raise ValueError(f"bad Hub model name {name!r}: '@' must be followed by a revision")
+        if revision and not _REVISION_RE.match(revision):
+            raise ValueError(
+                f"bad Hub model name {name!r}: revision {revision!r} is not a branch, tag or commit name "
+                "(one '@', then letters, digits, '.', '_', '-' or '/'): write 'hf-hub:owner/repo@revision'"
+            )
         return ModelName("hf-hub", repo_id=repo_id, revision=revision or None)
     if name.startswith(LOCAL_PREFIX):
         path = name[len(LOCAL_PREFIX):]

@@ -298,3 +298,36 @@ def check_config(config: Any, source: str) -> None:
                 f"{source} uses {kind} {name!r} ({key}), which this installation does not have "
                 f"(written by lossreg {written_by}); install the plugin that provides it or upgrade lossreg. {exc}"
             ) from None
+    _check_model_args(config["model_args"], source, written_by)
+
+
+def _check_model_args(model_args: Mapping[str, Any], source: str, written_by: str) -> None:
+    """Every component named in ``model_args`` (what actually rebuilds the model) exists here.
+
+    ``lossreg.components`` is only a description; a file whose ``model_args`` name a
+    component the installation lacks would otherwise fail inside the detector's constructor.
+    """
+    detector_slots, head_slots = declared_slots("detector"), declared_slots("head")
+
+    def check(kind: str, spec: Any, where: str) -> None:
+        if spec is None or (isinstance(spec, str) and spec.lower() == "none"):
+            return
+        name = spec.get("name") if isinstance(spec, Mapping) else spec
+        if not isinstance(name, str):
+            raise HubError(f"{source}: {where} must be a component name or {{'name': ...}}, got {spec!r}")
+        try:
+            get_registry(kind).get(name)
+        except (UnknownComponentError, KeyError):
+            raise HubError(
+                f"{source}: {where} names {kind} {name!r}, which this installation does not have (written by lossreg "
+                f"{written_by}); install the plugin that provides it or upgrade lossreg"
+            ) from None
+        if kind == "head" and isinstance(spec, Mapping):
+            for key, sub in spec.items():
+                if key in head_slots:
+                    check(head_slots[key].kind, sub, f"{where}.{key}")
+
+    for key, value in model_args.items():
+        slot = detector_slots.get(key) or head_slots.get(key)
+        if slot is not None:
+            check(slot.kind, value, f"model_args.{key}")

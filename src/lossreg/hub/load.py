@@ -120,6 +120,37 @@ def check_state_dict(
             problems.append(f"{what}: {', '.join(items[:4])}{f' (+{len(items) - 4} more)' if len(items) > 4 else ''}")
     if problems:
         raise HubError(f"the weights in {source} do not fit {target}; " + "; ".join(problems))
+    check_weight_values(model, state, source)
+
+
+def _kind(t: Tensor) -> str:
+    if t.dtype == torch.bool:
+        return "bool"
+    return "float" if t.is_floating_point() or t.is_complex() else "integer"
+
+
+def check_weight_values(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
+    """Raise :class:`HubError` for weights of the wrong kind of dtype (int32 where the model has floats) or
+    parameters holding NaN/inf, whether or not config.json recorded a sha256 for the file.
+
+    A float weight of another precision (float16 for float32) is fine: loading casts it.
+    """
+    own = model.state_dict()
+    kinds = [f"{k} ({state[k].dtype} vs model {own[k].dtype})" for k in own if k in state and _kind(state[k]) != _kind(own[k])]
+    if kinds:
+        more = f" (+{len(kinds) - 3} more)" if len(kinds) > 3 else ""
+        raise HubError(
+            f"the weights in {source} have the wrong dtype: {', '.join(kinds[:3])}{more}; the file was not written by "
+            "lossreg.save_pretrained from this detector"
+        )
+    params = {name for name, _ in model.named_parameters()}
+    bad = [k for k in own if k in params and k in state and state[k].is_floating_point() and not bool(torch.isfinite(state[k]).all())]
+    if bad:
+        more = f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""
+        raise HubError(
+            f"the weights in {source} hold NaN or inf in {', '.join(bad[:3])}{more}: the run that wrote them diverged "
+            "or the file is corrupt; use an earlier checkpoint"
+        )
 
 
 def _weights_file(folder: Path) -> Path:
@@ -169,6 +200,7 @@ def build_model(
     if swapped:  # a swapped loss or balancer starts with fresh state
         state = with_fresh_state(model, state, training_state_prefixes(model, swapped))
     if finetune:
+        check_weight_values(model, {k: v for k, v in state.items() if k in model.state_dict()}, source)
         report = transfer_state_dict(model, state, src_names)
         logger.info(
             "fine-tuning from %s: copied classes %s, re-initialised %s",
@@ -247,6 +279,60 @@ def _hub_error(exc: Exception, repo_id: str, revision: str | None) -> HubError:
     return HubError(f"{ref}: download failed: {exc}")
 
 
+def _network_error(exc: BaseException) -> bool:
+    """Whether ``exc`` means the Hub could not be reached (no answer), as opposed to an answer that says no."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if isinstance(exc, HfHubHTTPError):
+        return getattr(exc, "response", None) is None
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return bool(
+        names & {"ConnectError", "ConnectionError", "TimeoutException", "Timeout", "NetworkError", "TransportError",
+                 "ProtocolError", "OfflineModeIsEnabled"}
+    ) or isinstance(exc, (ConnectionError, TimeoutError))
+
+
+def hub_unreachable_error(exc: BaseException, ref: str, what: str) -> HubError:
+    """The one-line :class:`HubError` for a Hub that did not answer (or offline mode)."""
+    from huggingface_hub import constants
+
+    if constants.is_offline_mode():
+        return HubError(f"{ref}: HF_HUB_OFFLINE=1 (offline mode): cannot {what}; unset HF_HUB_OFFLINE to go online")
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return HubError(
+        f"{ref}: cannot reach the Hub at {constants.ENDPOINT} to {what} ({type(exc).__name__}: {detail}); check the "
+        "network, HF_ENDPOINT or --endpoint"
+    )
+
+
+def _probe(repo_id: str, revision: str | None, token: str | bool | None) -> None:
+    """One request for ``config.json`` without retries, so an unreachable Hub fails in seconds.
+
+    ``hf_hub_download`` retries a connection error five times with back-off (about 30 s)
+    when the file is not cached. Here a Hub that does not answer, for a model that is not
+    in the cache, raises :class:`HubError` at once; any answer (even a refusal) and every
+    cached model go on to ``hf_hub_download``, which handles them as before.
+    """
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+
+    if constants.is_offline_mode():
+        return
+    url = hf_hub_url(repo_id, CONFIG_NAME, revision=revision)
+    try:
+        try:
+            get_hf_file_metadata(url, token=token, timeout=constants.HF_HUB_ETAG_TIMEOUT, retry_on_errors=False)
+        except TypeError:  # huggingface_hub without retry_on_errors: it does not retry here either
+            get_hf_file_metadata(url, token=token, timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    except Exception as exc:  # noqa: BLE001 - sorted into "no answer" and "an answer" below
+        if not _network_error(exc):
+            return
+        cached = try_to_load_from_cache(repo_id, CONFIG_NAME, revision=revision)
+        if isinstance(cached, str):
+            return  # the cache serves it
+        ref = f"hf-hub:{repo_id}{f'@{revision}' if revision else ''}"
+        raise hub_unreachable_error(exc, ref, "download it (it is not in the Hugging Face cache)") from None
+
+
 def download_model(repo_id: str, revision: str | None = None, token: str | bool | None = None) -> Path:
     """Download (or find in the cache) ``config.json``, the weights and ``recipe.yaml``; return the snapshot folder.
 
@@ -265,6 +351,7 @@ def download_model(repo_id: str, revision: str | None = None, token: str | bool 
         )
 
     try:
+        _probe(repo_id, revision, token)
         config_path = fetch(CONFIG_NAME)
         read_config(config_path)
         fetch(WEIGHTS_NAME)

@@ -21,7 +21,7 @@ from torch import nn
 from .._version import __version__
 from .card import render_model_card
 from .config import HubError
-from .load import read_config, read_weights
+from .load import _network_error, hub_unreachable_error, read_config, read_weights
 from .save import CARD_NAME, CONFIG_NAME, RECIPE_NAME, WEIGHTS_NAME, save_pretrained
 
 __all__ = ["push_folder", "push_to_hub"]
@@ -73,12 +73,44 @@ def push_folder(
     with tempfile.TemporaryDirectory(prefix="lossreg-push-") as tmp:
         staging = Path(tmp)
         _stage_for_repo(folder, staging, repo_id)
-        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        if revision and revision != "main":
-            api.create_branch(repo_id, branch=revision, exist_ok=True)
-        return api.upload_folder(
-            repo_id=repo_id, folder_path=staging, commit_message=commit_message, revision=revision, repo_type="model"
-        )
+        try:
+            api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+            if revision and revision != "main":
+                api.create_branch(repo_id, branch=revision, exist_ok=True)
+            return api.upload_folder(
+                repo_id=repo_id, folder_path=staging, commit_message=commit_message, revision=revision,
+                repo_type="model",
+            )
+        except HubError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the client's and its HTTP library's errors, as one line
+            raise _push_error(exc, repo_id, endpoint) from exc
+
+
+def _push_error(exc: Exception, repo_id: str, endpoint: str | None) -> HubError:
+    """One-line :class:`HubError` for a failed publication: no answer, offline, not allowed, or refused."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import HfHubHTTPError
+
+    ref = f"hf-hub:{repo_id}"
+    where = endpoint or constants.ENDPOINT
+    if _network_error(exc) or type(exc).__name__ == "OfflineModeIsEnabled":
+        if endpoint is not None and not constants.is_offline_mode():
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return HubError(f"{ref}: cannot reach the Hub at {endpoint} to publish ({type(exc).__name__}: {detail}); "
+                            "check the network and --endpoint")
+        return hub_unreachable_error(exc, ref, "publish")
+    if isinstance(exc, HfHubHTTPError):
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if status in (401, 403):
+            return HubError(f"{ref}: the Hub at {where} refused the upload ({status}): log in with `hf auth login`, "
+                            "set HF_TOKEN or pass --token, with write access to the repository")
+        if status == 404:
+            return HubError(f"{ref}: {where} answered 404 Not Found; is it a Hugging Face Hub (HF_ENDPOINT, --endpoint)?")
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return HubError(f"{ref}: the Hub at {where} refused the upload: {first}")
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return HubError(f"{ref}: publishing failed ({type(exc).__name__}: {first})")
 
 
 def push_to_hub(
