@@ -120,9 +120,14 @@ class DenseHead(nn.Module):
             an ``avg_factor`` counting images.
         score_thr, nms_thr, pre_nms_topk, max_dets: post-processing.
         quality_scoring: how a quality branch enters the detection score: ``"product"``
-            [default] ``sigmoid(cls) * sigmoid(quality)`` (mmdetection's ATSS and FCOS), or
-            ``"geometric_mean"`` its square root (torchvision's FCOS); ``score_thr`` applies
-            to that score.
+            [default] ``sigmoid(cls) * sigmoid(quality)``, the top-k and ``score_thr`` applying
+            to that score; ``"geometric_mean"`` its square root (torchvision's FCOS);
+            ``"product_after_topk"``: the top-k and ``score_thr`` apply to ``sigmoid(cls)``
+            alone and the candidates' scores are then multiplied by the quality
+            (mmdetection's ATSS and FCOS).
+        min_box_size: drop candidate boxes whose width or height (after clipping) is not
+            above it, before NMS [None: keep all, as torchvision; mmdetection's
+            ``min_bbox_size=0`` drops empty boxes].
     """
 
     #: The components this head takes by name (docs/api.md, "Slots"); recipes, detectors,
@@ -153,11 +158,15 @@ class DenseHead(nn.Module):
         pre_nms_topk: int = 1000,
         max_dets: int = 100,
         quality_scoring: str = "product",
+        min_box_size: float | None = None,
     ) -> None:
         super().__init__()
-        if quality_scoring not in ("product", "geometric_mean"):
-            raise ValueError(f"quality_scoring must be 'product' or 'geometric_mean', got {quality_scoring!r}")
+        if quality_scoring not in ("product", "geometric_mean", "product_after_topk"):
+            raise ValueError(
+                f"quality_scoring must be 'product', 'geometric_mean' or 'product_after_topk', got {quality_scoring!r}"
+            )
         self.quality_scoring = quality_scoring
+        self.min_box_size = None if min_box_size is None else float(min_box_size)
         owner = type(self).__name__
         check_num_classes(owner, num_classes)
         if reg_weighting not in ("quality", "none"):
@@ -399,7 +408,8 @@ class DenseHead(nn.Module):
         """
         out = self.flat_outputs(feats)
         scores_all = out["cls"].sigmoid()
-        if out["quality"] is not None:
+        late_quality = out["quality"] is not None and self.quality_scoring == "product_after_topk"
+        if out["quality"] is not None and not late_quality:
             scores_all = scores_all * out["quality"].sigmoid()[..., None]
             if self.quality_scoring == "geometric_mean":
                 scores_all = scores_all.sqrt()
@@ -413,8 +423,14 @@ class DenseHead(nn.Module):
         )
         if image_sizes is not None:
             boxes = clip_to_sizes(boxes, image_sizes)
-        img, j = (scores > self.score_thr).nonzero(as_tuple=True)
+        valid = scores > self.score_thr
+        if self.min_box_size is not None:
+            wh = boxes[..., 2:] - boxes[..., :2]
+            valid = valid & (wh[..., 0] > self.min_box_size) & (wh[..., 1] > self.min_box_size)
+        img, j = valid.nonzero(as_tuple=True)
         boxes, scores, labels = boxes[img, j], scores[img, j].float(), idx[img, j] % c
+        if late_quality:  # mmdetection: candidates by class score, then scaled by the quality
+            scores = scores * out["quality"].sigmoid().gather(1, idx // c)[img, j].float()
         keep = batched_group_nms(boxes, scores, img * c + labels, self.nms_thr, max(h, w))
         (boxes, scores, labels), num = pad_per_image(
             img[keep], b, self.max_dets, (boxes[keep], scores[keep], labels[keep]), (0.0, 0.0, -1)

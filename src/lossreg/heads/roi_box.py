@@ -95,6 +95,9 @@ class RoIBoxHead(nn.Module):
     mmdetection); delta coder stds (0.1, 0.1, 0.2, 0.2) (torchvision's weights 10, 10, 5, 5);
     ``score_thr=0.05, nms_thr=0.5, max_dets=100, min_size=0.01``.
 
+    ``aligned=True`` samples RoIAlign half a pixel shifted (Detectron2's and mmdetection's
+    ``RoIAlign``, with ``sampling_ratio=0``: adaptive) [False: torchvision's].
+
     ``num_convs`` 3x3 conv layers of ``conv_channels`` (with ``conv_norm``: ``"bn"``,
     ``"gn"`` or ``"none"``, followed by ReLU; Kaiming-normal init) run on the pooled RoIs
     before the FC layers, and ``num_fcs`` (1 or 2) FC layers follow: [0, 256, none, 2] is
@@ -140,6 +143,7 @@ class RoIBoxHead(nn.Module):
         conv_channels: int = 256,
         conv_norm: str = "none",
         num_fcs: int = 2,
+        aligned: bool = False,
     ) -> None:
         super().__init__()
         if conv_norm not in ("none", "bn", "gn"):
@@ -177,6 +181,7 @@ class RoIBoxHead(nn.Module):
         self.last_loss_weights: dict[str, float] = {}
 
         self.roi_align = MultiScaleRoIAlign([str(i) for i in range(num_levels)], roi_size, sampling_ratio)
+        self.aligned = bool(aligned)
         # optional 3x3 conv (+ norm) + ReLU layers on the pooled RoIs (torchvision's v2 box head: 4 with BN, 1 FC)
         self.convs = _roi_convs(in_channels, conv_channels, num_convs, conv_norm) if num_convs else None
         fc_in = (conv_channels if num_convs else in_channels) * roi_size * roi_size
@@ -210,7 +215,9 @@ class RoIBoxHead(nn.Module):
         """Class logits and class-specific deltas of the RoIs (xyxy, input pixels) of each image."""
         if len(feats) < self.num_levels:
             raise ValueError(f"roi_box: needs {self.num_levels} feature levels (P2-P5), got {len(feats)}")
-        x = multiscale_roi_align(self.roi_align, feats[: self.num_levels], [r.to(feats[0].dtype) for r in rois], image_shapes)
+        x = multiscale_roi_align(
+            self.roi_align, feats[: self.num_levels], [r.to(feats[0].dtype) for r in rois], image_shapes, aligned=self.aligned
+        )
         if self.convs is not None:
             x = self.convs(x)
         x = F.relu(self.fc6(x.flatten(1)))

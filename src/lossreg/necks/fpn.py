@@ -11,6 +11,21 @@ from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastL
 from .._registry import register_neck
 
 
+class _P6P7(LastLevelP6P7):
+    """torchvision's P6/P7 block, with the ReLU between P6 and P7 optional (mmdetection's RetinaNet
+    and ATSS FPNs have none: ``relu_before_extra_convs=False``)."""
+
+    def __init__(self, in_channels: int, out_channels: int, relu: bool = True) -> None:
+        super().__init__(in_channels, out_channels)
+        self.relu = relu
+
+    def forward(self, p: list[Tensor], c: list[Tensor], names: list[str]) -> tuple[list[Tensor], list[str]]:
+        x = p[-1] if self.use_P5 else c[-1]
+        p6 = self.p6(x)
+        p7 = self.p7(nn.functional.relu(p6) if self.relu else p6)
+        return [*p, p6, p7], [*names, "p6", "p7"]
+
+
 @register_neck("fpn")
 class FPN(nn.Module):
     """Feature pyramid: lateral 1x1 + top-down sum + 3x3 output convs, plus extra coarser levels.
@@ -29,6 +44,8 @@ class FPN(nn.Module):
         extra_from: source of P6 for ``"p6p7"``: ``"p5"`` or ``"c5"`` ["p5"].
         norm: ``"bn"`` puts BatchNorm after the lateral and output convs (bias-free convs,
             torchvision's ``fasterrcnn_resnet50_fpn_v2``) ["none"].
+        extra_relu: ReLU between P6 and P7 [True: torchvision, and mmdetection's
+            ``relu_before_extra_convs=True`` (FCOS, VFNet); False: mmdetection's RetinaNet and ATSS].
 
     Shapes: ``forward(list of [B, in_channels[i], H_i, W_i]) -> list of [B, out_channels, H_j, W_j]``,
     finest first, ``len(in_channels) + 2`` outputs for ``p6p7``, ``+ 1`` for ``maxpool``.
@@ -43,6 +60,7 @@ class FPN(nn.Module):
         extra: Literal["p6p7", "maxpool", "none"] = "p6p7",
         extra_from: Literal["p5", "c5"] = "p5",
         norm: Literal["none", "bn"] = "none",
+        extra_relu: bool = True,
     ) -> None:
         super().__init__()
         if not in_channels:
@@ -55,7 +73,7 @@ class FPN(nn.Module):
             src = out_channels if extra_from == "p5" else in_channels[-1]
             if extra_from == "c5" and src == out_channels:
                 raise ValueError("fpn: extra_from='c5' needs C5's channels to differ from out_channels")
-            blocks = LastLevelP6P7(src, out_channels)
+            blocks = _P6P7(src, out_channels, relu=extra_relu)
         elif extra == "maxpool":
             blocks = LastLevelMaxPool()
         elif extra == "none":

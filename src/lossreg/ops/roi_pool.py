@@ -20,13 +20,14 @@ __all__ = ["multiscale_roi_align"]
 
 
 def multiscale_roi_align(
-    pooler: MultiScaleRoIAlign, feats: Sequence[Tensor], rois: Sequence[Tensor], image_shapes: Sequence[tuple[int, int]]
+    pooler: MultiScaleRoIAlign, feats: Sequence[Tensor], rois: Sequence[Tensor], image_shapes: Sequence[tuple[int, int]],
+    aligned: bool = False,
 ) -> Tensor:
     """``pooler(dict(enumerate(feats)), rois, image_shapes)``: ``[sum R_i, C, *output_size]``.
 
     ``feats`` are the levels the pooler uses (finest first), ``rois`` the boxes ``[R_i, 4]``
     (xyxy, input pixels) of each image. The pooler's scales are set up on the first call,
-    as torchvision does.
+    as torchvision does. ``aligned``: ``roi_align``'s half-pixel alignment (mmdetection's RoIAlign).
     """
     feats = list(feats)
     if pooler.scales is None or pooler.map_levels is None:
@@ -38,10 +39,10 @@ def multiscale_roi_align(
     rois5 = torch.cat([ids, boxes], dim=1)
     size, ratio = pooler.output_size, pooler.sampling_ratio
     if len(feats) == 1:
-        return roi_align(feats[0], rois5, size, pooler.scales[0], ratio)
+        return roi_align(feats[0], rois5, size, pooler.scales[0], ratio, aligned)
     levels = pooler.map_levels([boxes])
     result = feats[0].new_zeros((rois5.shape[0], feats[0].shape[1], *size))
     for level, (feat, scale) in enumerate(zip(feats, pooler.scales)):
         idx = torch.where(levels == level)[0]
-        result = result.index_put((idx,), roi_align(feat, rois5[idx], size, scale, ratio).to(result.dtype))
+        result = result.index_put((idx,), roi_align(feat, rois5[idx], size, scale, ratio, aligned).to(result.dtype))
     return result
