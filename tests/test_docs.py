@@ -76,9 +76,19 @@ def test_readme_python_examples_run(tmp_path):
         lossreg.create_model("atss_resnet18_fpn", backbone="test_resnet", num_classes=2, label_names=["cat", "bird"]),
         tmp_path / "runs" / "quick" / "model",
     )
+    # the COCO fine-tuning example loads retinanet_resnet50_fpn.tv_coco: a random-init torchvision RetinaNet,
+    # converted into LOSSREG_HOME's cache, where create_model finds a converted tag without downloading it
+    import torchvision
+
+    from lossreg.convert import from_torchvision
+    from lossreg.hub.converted import write_converted
+
+    cfg = lossreg.get_pretrained_cfg("retinanet_resnet50_fpn", "tv_coco")
+    tv = torchvision.models.detection.retinanet_resnet50_fpn(weights=None, weights_backbone=None)
+    write_converted(from_torchvision(tv), cfg, tmp_path / "lossreg_home" / "converted" / cfg.name)
     with HubServer() as hub:
         env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_HOME": str(tmp_path / "hf"), "HF_TOKEN": hub.token,
-               "HF_HUB_DISABLE_TELEMETRY": "1"}
+               "HF_HUB_DISABLE_TELEMETRY": "1", "LOSSREG_HOME": str(tmp_path / "lossreg_home"), "LOSSREG_OFFLINE": "1"}
         env.pop("HF_HUB_OFFLINE", None)
         res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
