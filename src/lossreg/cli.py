@@ -215,8 +215,12 @@ def _load_for_eval(spec: str, weights: str | None, overrides: Sequence[str]) -> 
     from .engine.runs import find_weights, load_model, load_recipe_weights
     from .hub import HubError
 
-    if spec.startswith(("/", "./", "../", "~")) and not Path(spec).expanduser().exists():
-        raise CliError(f"{spec}: no such run or model folder")
+    if not spec.startswith(("hf-hub:", "local-dir:")) and not Path(spec).expanduser().exists() and (
+        spec.startswith(("/", ".", "~")) or "/" in spec or "\\" in spec
+    ):  # a path (not a model name), and nothing there
+        hub = spec.count("/") == 1 and not spec.startswith(("/", ".", "~"))
+        raise CliError(f"{spec}: no such run or model folder"
+                       + (f" (a model on the Hugging Face Hub is hf-hub:{spec})" if hub else ""))
     try:
         if weights is None:
             model = load_model(spec)
@@ -232,6 +236,9 @@ def _load_for_eval(spec: str, weights: str | None, overrides: Sequence[str]) -> 
         model = load_recipe_weights(recipe, path, num_classes=recipe.model.num_classes or len(class_names),
                                     label_names=list(class_names))
         model.weights_path = path
+        # a checkpoint holds the live weights; with train.ema the run's model/ holds their average
+        setattr(model, "weights_are_raw", bool(recipe.train.ema) and path.name != "model.safetensors")  # noqa: B010
+        setattr(model, "weights_ema", bool(recipe.train.ema) and path.name == "model.safetensors")  # noqa: B010
         return model
     except (HubError, FileNotFoundError) as exc:
         message = str(exc)
@@ -294,10 +301,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
             score_thr=args.score_thr,
             progress=sys.stderr.isatty(),
             extra={"model": str(args.model), "data": found.name,
-                   "image_size": image_size if isinstance(image_size, int) else list(image_size)},
+                   "image_size": image_size if isinstance(image_size, int) else list(image_size),
+                   **({"weights": str(model.weights_path), "weights_ema": model.weights_ema} if args.weights else {})},
         )
     except FileNotFoundError as exc:
         raise CliError(str(exc)) from None
+    if getattr(model, "weights_are_raw", False):
+        print(f"note: {model.weights_path} holds the raw trained weights; this recipe trains with train.ema, and its "
+              "run's model/ holds their exponential moving average (what `lossreg eval RUN` evaluates)")
     print(f"{found.name}: {metrics['num_images']} images, {metrics['num_detections']} detections")
     for key in METRIC_KEYS:
         print(f"  {key:<6} {_fmt(metrics[key])}")
@@ -371,7 +382,9 @@ The output folder (--output, default <run>/eval-<dataset> for a run folder, with
 
 The old form RECIPE --weights PATH still works: the recipe's detector (a run folder
 means its recipe.yaml) with the weights of PATH (a run folder, a checkpoint or a
-.safetensors file)."""
+.safetensors file). A checkpoint holds the raw trained weights: with train.ema (the quick
+start) the run's model/, which `lossreg eval RUN` evaluates, holds their moving average,
+and the output says which was evaluated (metrics.json: "weights", "weights_ema")."""
 
 _EVAL_EPILOG = """examples:
   lossreg eval runs/quick                                 the run's val split -> runs/quick/eval-val/
@@ -724,7 +737,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="detections in the score-IoU plot and correlation score at least T [0.05]")
     p.add_argument("--weights", "-w", metavar="PATH",
                    help="evaluate these weights (run folder, checkpoint or .safetensors) with the detector of the "
-                   "recipe MODEL_OR_RUN")
+                   "recipe MODEL_OR_RUN; a checkpoint's are the raw weights, not the EMA average model/ holds "
+                   "with train.ema")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a field of the model's recipe, e.g. data.val.split=test (repeatable)")
     p.set_defaults(func=cmd_eval)

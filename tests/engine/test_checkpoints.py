@@ -85,3 +85,20 @@ def test_keep_last_must_be_positive(tiny_recipe):
         lossreg.load_recipe(_recipe(tiny_recipe, keep_last=0))
     with pytest.raises(lossreg.RecipeError, match="train.best_metric"):
         lossreg.load_recipe(_recipe(tiny_recipe, best_metric="mAP"))
+
+
+def test_eval_of_a_checkpoint_says_its_weights_are_not_the_ema(tiny_recipe, tmp_path, capsys):
+    out = tmp_path / "run"
+    recipe = _recipe(tiny_recipe, epochs=1, ema=True, ema_decay=0.5)
+    recipe["data"]["val"]["params"]["num_images"] = 2
+    Trainer(recipe, output_dir=out).train()
+    capsys.readouterr()
+    assert main(["eval", str(out), "--weights", str(out / "checkpoints" / "last"), "--output", str(tmp_path / "e")]) == 0
+    printed = capsys.readouterr().out
+    assert "holds the raw trained weights" in printed and "model/ holds their exponential moving average" in printed
+    assert json.loads((tmp_path / "e" / "metrics.json").read_text())["weights_ema"] is False
+    assert main(["eval", str(out), "--output", str(tmp_path / "f")]) == 0  # model/: the EMA weights, no note
+    assert "raw trained weights" not in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    assert "not the EMA average" in " ".join(capsys.readouterr().out.split())  # --help says so too

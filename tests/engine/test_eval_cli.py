@@ -42,7 +42,7 @@ def val_coco(synthetic_root) -> tuple[Path, Path]:
 def _check_metrics(folder: Path, num_images: int, score_thr: float = 0.05, voc: bool = False) -> dict:
     assert sorted(p.name for p in folder.iterdir()) == EVAL_FILES
     metrics = json.loads((folder / "metrics.json").read_text())
-    assert set(metrics) == METRICS | ({"voc07_mAP", "voc12_mAP", "voc_per_class"} if voc else set())
+    assert set(metrics) - {"weights", "weights_ema"} == METRICS | ({"voc07_mAP", "voc12_mAP", "voc_per_class"} if voc else set())
     assert all(metrics[k] is None or 0.0 <= metrics[k] <= 1.0 for k in METRIC_KEYS)
     assert metrics["num_images"] == num_images and metrics["image_size"] == 64
     detections = json.loads((folder / "detections.json").read_text())
@@ -84,6 +84,7 @@ def test_eval_default_split_and_the_old_weights_form(run, tmp_path, capsys):
     # a run folder with --weights: a checkpoint of the run, evaluated into a folder of its own
     assert main(["eval", str(run), "--weights", str(run / "checkpoints" / "last"), "--device", "cpu"]) == 0
     checkpoint = _check_metrics(run / "eval-val-last", 3)
+    assert checkpoint["weights"].endswith("last.safetensors") and checkpoint["weights_ema"] is False
     final = json.loads((run / "metrics.json").read_text())
     for metrics in (default, old, checkpoint):
         assert {k: metrics[k] for k in ("AP", "AP50", "per_class")} == {k: final[k] for k in ("AP", "AP50", "per_class")}
