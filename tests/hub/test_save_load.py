@@ -104,7 +104,8 @@ def test_model_card_front_matter_and_snippet(saved, tmp_path):
     assert data.library_name == "lossreg" and data.pipeline_tag == "object-detection" and data.license == "apache-2.0"
     assert {"atss", "hcra_c", "eatss", "test_resnet"} <= set(data.tags)
     results = {r.metric_type: r.metric_value for r in data.eval_results}
-    assert results == {"mAP": 0.25, "AP50": 0.5}
+    assert results == {"mAP": 25.0, "AP50": 50.0}  # in %, as each metric's name says
+    assert all(r.metric_name.endswith(", %") for r in data.eval_results)
     assert "| head.cls_loss | `hcra_c` |" in card.text and "VarifocalNet" not in card.text
     assert "Hybrid Classification-Regression Adaptive Loss" in card.text  # hcra_c's paper is cited
     snippet = re.search(r"```python\n(.*?)```", card.text, re.S).group(1)
@@ -279,4 +280,5 @@ def test_recipe_yaml_matches_training_recipe(tmp_path):
     saved_recipe = yaml.safe_load((folder / "recipe.yaml").read_text())
     assert saved_recipe["train"] == recipe.to_dict()["train"] and saved_recipe["model"]["cls_loss"] == "focal"
     card = ModelCard.load(folder / "README.md")
-    assert card.data.datasets == ["lossreg-synthetic-shapes"]
+    assert card.data.datasets is None  # the synthetic set has no Hub dataset id: named in the config, not linked
+    assert json.loads((folder / "config.json").read_text())["lossreg"]["dataset"] == "lossreg-synthetic-shapes"

@@ -5,7 +5,19 @@ The card is ``hub/model_card_template.md`` (shipped in the wheel as
 front matter is what the Hub indexes: ``library_name: lossreg``,
 ``pipeline_tag: object-detection``, ``license``, ``tags`` (architecture, backbone,
 assigner, losses, balancer), ``datasets`` and a ``model-index`` block whose
-metrics the Hub shows on the model page.
+metrics the Hub shows on the model page. The front matter is built with
+``huggingface_hub.ModelCardData`` and ``EvalResult`` (which check its fields and
+write the ``model-index`` layout the Hub expects):
+
+- ``datasets`` lists the dataset's Hub id where one exists (:data:`HUB_DATASETS`:
+  COCO is ``detection-datasets/coco``; an ``owner/name`` dataset is taken as a Hub id),
+  and is left out for data that has none (the synthetic shapes, a local VOC folder);
+- the ``model-index`` result names the dataset (its Hub id as ``type``, else lossreg's
+  name for it) and the split that was evaluated (``config.json``'s
+  ``lossreg.dataset_split``: the recipe's ``data.val`` split, COCO's ``val`` for
+  ``instances_val2017.json``);
+- metric values are COCO box AP **in percent** (``config.json`` keeps them in 0-1), and
+  each metric's name says so: ``AP (IoU 0.50:0.95), %``.
 """
 
 from __future__ import annotations
@@ -17,12 +29,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .._registry import component_info, declared_slots
 from .config import component_kind
 
-__all__ = ["card_template", "render_model_card"]
+__all__ = ["HUB_DATASETS", "card_template", "dataset_entry", "render_model_card"]
+
+#: Detection datasets with an id on the Hugging Face Hub, by the name lossreg gives them
+#: (``config.json``'s ``lossreg.dataset``): Hub id, display name and the split a ``val`` evaluation means.
+HUB_DATASETS: dict[str, dict[str, str]] = {
+    "coco": {"id": "detection-datasets/coco", "name": "COCO 2017", "split": "val"},
+}
 
 _METRIC_NAMES = {
     "AP": "AP (IoU 0.50:0.95)",
@@ -73,40 +89,56 @@ def _metrics(config: Mapping[str, Any]) -> dict[str, float]:
     return {k: float(found[k]) for k in _METRIC_NAMES if isinstance(found.get(k), (int, float))}
 
 
-def front_matter(config: Mapping[str, Any], name: str, license: str | None, dataset: str | None) -> dict[str, Any]:
-    """The card's YAML metadata (what the Hub indexes and shows)."""
+def dataset_entry(dataset: str | None, split: str | None = None) -> dict[str, str | None]:
+    """``{"id": Hub id or None, "name": display name, "split": evaluated split}`` of lossreg's dataset name."""
+    if not dataset:
+        return {"id": None, "name": "custom", "split": split}
+    known = HUB_DATASETS.get(dataset.lower())
+    if known is not None:
+        return {"id": known["id"], "name": known["name"], "split": split or known["split"]}
+    if dataset.count("/") == 1 and " " not in dataset:  # already a Hub dataset id
+        return {"id": dataset, "name": dataset.split("/")[1], "split": split}
+    return {"id": None, "name": dataset, "split": split}
+
+
+def _card_data(config: Mapping[str, Any], name: str, license: str | None, dataset: str | None) -> Any:
+    """The front matter as ``huggingface_hub.ModelCardData`` (its ``EvalResult`` entries checked on construction)."""
+    from huggingface_hub import EvalResult, ModelCardData
+
     block = config["lossreg"]
     tags = ["lossreg", "object-detection", str(config["architecture"]), str(block["backbone"].get("name"))]
     for slot in declared_slots("head"):
         comp = _component(config, slot)
         if comp and comp not in tags:
             tags.append(comp)
-    meta: dict[str, Any] = {
-        "library_name": "lossreg",
-        "pipeline_tag": "object-detection",
-        "license": license or "apache-2.0",
-        "tags": tags,
-    }
-    if dataset:
-        meta["datasets"] = [dataset]
-    metrics = _metrics(config)
-    if metrics:
-        meta["model-index"] = [
-            {
-                "name": name,
-                "results": [
-                    {
-                        "task": {"type": "object-detection", "name": "Object Detection"},
-                        "dataset": {"type": dataset or "custom", "name": dataset or "custom", "split": "validation"},
-                        "metrics": [
-                            {"type": "mAP" if key == "AP" else key, "name": _METRIC_NAMES[key], "value": round(value, 4)}
-                            for key, value in metrics.items()
-                        ],
-                    }
-                ],
-            }
-        ]
-    return meta
+    entry = dataset_entry(dataset, block.get("dataset_split"))
+    results = [
+        EvalResult(
+            task_type="object-detection",
+            task_name="Object Detection",
+            dataset_type=str(entry["id"] or entry["name"]),
+            dataset_name=str(entry["name"]),
+            dataset_split=entry["split"],
+            metric_type="mAP" if key == "AP" else key,
+            metric_name=f"{_METRIC_NAMES[key]}, %",
+            metric_value=round(100.0 * value, 2),
+        )
+        for key, value in _metrics(config).items()
+    ]
+    return ModelCardData(
+        library_name="lossreg",
+        pipeline_tag="object-detection",
+        license=license or "apache-2.0",
+        tags=tags,
+        datasets=[entry["id"]] if entry["id"] else None,
+        model_name=name if results else None,
+        eval_results=results or None,
+    )
+
+
+def front_matter(config: Mapping[str, Any], name: str, license: str | None, dataset: str | None) -> dict[str, Any]:
+    """The card's YAML metadata (what the Hub indexes and shows), as built by ``ModelCardData``."""
+    return dict(_card_data(config, name, license, dataset).to_dict())
 
 
 def _title(model_ref: str) -> str:
@@ -143,8 +175,13 @@ def render_model_card(
         header = "| " + " | ".join(_METRIC_NAMES[k] for k in metrics) + " |"
         values = "| " + " | ".join(f"{100 * v:.1f}" for v in metrics.values()) + " |"
         per_class = block.get("per_class") or {}
+        entry = dataset_entry(dataset, block.get("dataset_split"))
+        where = f"the `{entry['split']}` split of {entry['name']}" if entry["split"] else str(entry["name"])
+        if entry["id"]:
+            where += f" ([`{entry['id']}`](https://huggingface.co/datasets/{entry['id']}) on the Hub)"
         metrics_section = (
-            f"COCO-style box AP (pycocotools `COCOeval`, in %) on {dataset or 'the validation split'}:\n\n"
+            f"COCO-style box AP (pycocotools `COCOeval`, IoU 0.50:0.95 unless named, maxDets 100) on {where}, "
+            f"**in %** (the `model-index` values too; `config.json` keeps them in 0-1):\n\n"
             f"{header}\n|{'---|' * len(metrics)}\n{values}"
         )
         if per_class:
@@ -156,7 +193,7 @@ def render_model_card(
         metrics_section = "No evaluation was recorded with these weights."
     papers = _papers(config)
     fields = {
-        "front_matter": yaml.safe_dump(front_matter(config, _title(model_ref), license, dataset), sort_keys=False).strip(),
+        "front_matter": _card_data(config, _title(model_ref), license, dataset).to_yaml().strip(),
         "title": _title(model_ref),
         "description": description or f"Object detector published with lossreg {block.get('version')}.",
         "arch": config["architecture"],

@@ -17,7 +17,7 @@ configs find what they expect, and adds a ``lossreg`` block::
         "backbone": {"name": "resnet18", "out_indices": [2, 3, 4], "strides": [8, 16, 32]},
         "postprocess": {"score_thr": 0.05, "nms_thr": 0.6, ...},
         "box_format": "xyxy", "image_range": [0, 1],
-        "metrics": {"AP": ..., ...}, "dataset": "...",
+        "metrics": {"AP": ..., ...}, "dataset": "...", "dataset_split": "val",
         "files": {"model.safetensors": {"sha256": "...", "size": ...}}
       }
     }
@@ -190,6 +190,7 @@ def make_config(
     input_size: int | tuple[int, int] | None = None,
     dataset: str | None = None,
     files: Mapping[str, Any] | None = None,
+    dataset_split: str | None = None,
 ) -> dict[str, Any]:
     """The ``config.json`` dict of ``model`` (a lossreg detector built from registry names)."""
     arch = getattr(model, "arch", "") or ""
@@ -244,6 +245,7 @@ def make_config(
             "metrics": _plain({k: v for k, v in (metrics or {}).items() if not isinstance(v, Mapping)}, "metrics"),
             "per_class": _plain(dict((metrics or {}).get("per_class") or {}), "metrics.per_class"),
             "dataset": dataset,
+            "dataset_split": dataset_split,
             "files": _plain(dict(files or {}), "files"),
         },
     }

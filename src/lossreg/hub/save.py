@@ -62,12 +62,29 @@ def model_recipe(model: nn.Module, recipe: Any = None) -> Any:
 
 
 def _dataset_name(recipe: Any) -> str | None:
+    return _dataset_info(recipe)[0]
+
+
+def _dataset_info(recipe: Any) -> tuple[str | None, str | None]:
+    """``(dataset name, evaluated split)`` of a recipe: its ``data.val`` (else ``data.train``).
+
+    COCO's own files (``instances_val2017.json``) give ``("coco", "val")``, the name the
+    card maps to the Hub's ``detection-datasets/coco``; a VOC folder its folder name and
+    split file; the synthetic set ``lossreg-synthetic-shapes`` and its ``params.split``.
+    """
+    import re
+
     data = recipe.data.val or recipe.data.train
     if data.format == "synthetic":
-        return "lossreg-synthetic-shapes"
+        return "lossreg-synthetic-shapes", str(data.params.get("split", "val" if recipe.data.val else "train"))
+    if data.format == "coco" and data.ann_file:
+        found = re.fullmatch(r"instances_(train|val|minival|test-dev)(2014|2017)\.json", Path(str(data.ann_file)).name)
+        if found:
+            return "coco", "val" if found.group(1) in ("val", "minival") else found.group(1)
+        return (Path(str(data.root)).name or None) if data.root else None, Path(str(data.ann_file)).stem
     if data.root:
-        return Path(str(data.root)).name or None
-    return None
+        return Path(str(data.root)).name or None, data.split or ("val" if data.format == "voc" else None)
+    return None, None
 
 
 def save_pretrained(
@@ -78,6 +95,7 @@ def save_pretrained(
     metrics: Mapping[str, Any] | None = None,
     license: str | None = None,
     dataset: str | None = None,
+    dataset_split: str | None = None,
     model_ref: str | None = None,
     pretrained_cfg: Mapping[str, Any] | None = None,
     description: str | None = None,
@@ -89,7 +107,10 @@ def save_pretrained(
         recipe: the training recipe [the model's own, else one rebuilt from ``model_args``].
         metrics: evaluation results (``AP``, ``AP50``, ... in 0-1, ``per_class``) for
             ``config.json`` and the card's ``model-index``.
-        license: the card's license [apache-2.0]. dataset: the card's dataset [from the recipe].
+        license: the card's license [apache-2.0]. dataset: the card's dataset [from the recipe]:
+            a name (``coco`` maps to its Hub id, see :data:`~.card.HUB_DATASETS`) or a Hub
+            dataset id. dataset_split: the split the metrics were measured on [the recipe's
+            ``data.val`` split; ``val`` for ``coco``].
         model_ref: how users load it, for the card's snippets [``local-dir:<folder>``;
             :func:`push_to_hub` passes ``hf-hub:<repo_id>``].
         pretrained_cfg: extra ``pretrained_cfg`` keys (``tag``, ``hf_hub_id``, ``license``, ...).
@@ -101,7 +122,9 @@ def save_pretrained(
     folder = Path(save_directory)
     trained = recipe is not None or getattr(model, "recipe", None) is not None
     recipe = model_recipe(model, recipe)
-    dataset = dataset or (_dataset_name(recipe) if trained else None)
+    if dataset is None and trained:
+        dataset, found_split = _dataset_info(recipe)
+        dataset_split = dataset_split or found_split
     state = model.state_dict()
     tensors = tensors_for_safetensors(state)
     bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(v.isfinite().all())]
@@ -114,7 +137,8 @@ def save_pretrained(
     pcfg = {"license": license or "apache-2.0", **dict(pretrained_cfg or {})}
     # the config is built (and validated) before anything is written; the weights are
     # serialised once, in memory, so their sha256 needs no second read of the file
-    config = make_config(model, metrics=metrics, pretrained_cfg=pcfg, input_size=input_size, dataset=dataset)
+    config = make_config(model, metrics=metrics, pretrained_cfg=pcfg, input_size=input_size, dataset=dataset,
+                         dataset_split=dataset_split)
     data = save(tensors, metadata={"format": "pt"})
     config["lossreg"]["files"] = {WEIGHTS_NAME: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}}
     folder.mkdir(parents=True, exist_ok=True)
