@@ -1,6 +1,7 @@
-"""Run the loss, assigner and detector benchmarks and write ``benchmarks/RESULTS.md``.
+"""Run the loss, assigner, detector and inference benchmarks and write ``benchmarks/RESULTS.md``.
 
-Each benchmark (``bench_losses.py``, ``bench_assigners.py``, ``bench_detectors.py``; see
+Each benchmark (``bench_losses.py``, ``bench_assigners.py``, ``bench_detectors.py``,
+``bench_inference.py``; see
 their ``--help``) runs as its own subprocess, one after the other, with this Python. Their
 printed output goes verbatim into RESULTS.md, each with its command line, its running time
 and a summary of the ratios it printed (lossreg against torchvision or against the loop
@@ -67,6 +68,14 @@ BENCHMARKS: dict[str, tuple[str, str, list[str], list[str], bool, bool]] = {
         [],
         ["--size", "128", "--batch", "1", "--repeat", "3", "--warmup", "1"],
         True,
+        True,
+    ),
+    "inference": (
+        "bench_inference.py",
+        "Inference: lossreg eager, lossreg exported to ONNX (onnxruntime, CPU) and torchvision, batch 1 and 8",
+        [],
+        ["--size", "256", "--batches", "1,8", "--repeat", "2", "--warmup", "1"],
+        False,
         True,
     ),
 }
@@ -214,6 +223,10 @@ def run_benchmark(name: str, cmd: list[str], timeout: float | None = None, threa
 _LOSS_ROW = re.compile(r"^\|\s*(\S+)\s*\|\s*(cls|reg)\s*\|\s*([\d.]+)\s*\|\s*([\d.]+)\s*\|\s*(\S+)\s*\|\s*([\d.]+)\s*\|$")
 _ASSIGNER_ROW = re.compile(r"^(\w+)\s+(\d+)\s+(\d+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)x$")
 _STEP_SHARE = re.compile(r"^\s*(\w+)\s+assign_batch, (\d+) anchor\(s\)/location,\s+(\d+) gts/img:.*= ([\d.]+)% of the step")
+_INFERENCE_ROW = re.compile(
+    r"^(\w+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)"
+    r"\s+(yes|NO)\s+(.*)$"
+)
 _DETECTOR_ROW = re.compile(
     r"^(\w+)\s+(train|infer)\s+[\d.]+ms\s+[\d.]+ms\s+[\d.]+ms\s+[\d.]+ms\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+<=\s*([\d.]+)\s+(ok|MISSED)"
 )
@@ -251,6 +264,14 @@ def summary_lines(name: str, stdout: str) -> list[str]:
                 model, mode, med, mn, paired, target, ok = m.groups()
                 out.append(f"{model} {mode}: lossreg / torchvision {med} (medians), {mn} (mins), {paired} (paired); "
                            f"target <= {target}: {ok}")
+    elif name == "inference":
+        for line in lines:
+            m = _INFERENCE_ROW.match(line.strip())
+            if m:
+                model, batch, *_ms, ips_e, ips_o, ips_t, r_e, r_o, agree, verdict = m.groups()
+                out.append(f"{model} batch {batch}: images/s eager {ips_e}, onnxruntime {ips_o}, torchvision {ips_t}; "
+                           f"time per image / torchvision's: eager {r_e}, onnxruntime {r_o} ({verdict}); "
+                           f"same detection counts: {agree}")
     return out
 
 

@@ -59,6 +59,12 @@ def test_cli_exports_a_static_exported_program_with_the_eager_detections(tmp_pat
     assert min(want[3].tolist()) > 0  # detections to compare
     for g, w in zip(got, want):
         torch.testing.assert_close(g.detach(), w, atol=1e-5, rtol=1e-5)
+    # no detection at all (torchvision's fake NMS kernel made graphs assert at least two kept boxes)
+    with torch.no_grad():
+        for module in (graph, model):
+            module.get_parameter("model.head.cls_out.bias" if module is graph else "head.cls_out.bias").fill_(-1000.0)  # sigmoid = 0: nothing passes score_thr=0
+        got, want = graph(images), model.detect(images)
+    assert want[3].tolist() == [0, 0] and got[3].tolist() == [0, 0] and (got[2] == -1).all()
     # every shape is fixed in the graph: the batch size is part of the contract
     with pytest.raises(Exception):
         graph(torch.rand(3, 3, 64, 96))

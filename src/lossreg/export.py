@@ -60,6 +60,33 @@ class DetectionGraph(nn.Module):
         return tuple(self.model.detect(images))  # type: ignore[return-value]
 
 
+_NMS_FAKE_FIXED = False
+
+
+def _fix_nms_fake() -> None:
+    """Give ``torchvision::nms`` a fake (meta) kernel whose output may hold 0 or 1 boxes.
+
+    torchvision's registers the kept count with ``create_unbacked_symint()``, whose lower
+    bound is 2, so a traced graph asserts at run time that NMS kept at least two boxes (and,
+    through the sizes derived from it, that at least two candidates passed the score
+    threshold): an ExportedProgram then fails on an image with fewer. Only tracing uses this
+    kernel; eager NMS is untouched.
+    """
+    global _NMS_FAKE_FIXED
+    if _NMS_FAKE_FIXED:
+        return
+    import torchvision  # noqa: F401  (registers torchvision::nms)
+
+    def nms_fake(dets: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+        torch._check(dets.dim() == 2 and dets.size(1) == 4, lambda: f"boxes should be [N, 4], got {tuple(dets.shape)}")
+        torch._check(scores.dim() == 1 and scores.size(0) == dets.size(0), lambda: "boxes and scores disagree")
+        num_to_keep = torch.library.get_ctx().new_dynamic_size(min=0)
+        return dets.new_empty(num_to_keep, dtype=torch.long)
+
+    torch.library.register_fake("torchvision::nms", nms_fake, allow_override=True)
+    _NMS_FAKE_FIXED = True
+
+
 def resolve_image_size(model: nn.Module, image_size: int | Sequence[int] | None) -> tuple[int, int]:
     """``(H, W)`` from an int (square), a pair, or ``None`` (the model's recipe ``data.image_size``)."""
     if image_size is None:
@@ -102,11 +129,11 @@ def _quiet() -> Any:
     """The exporter's progress prints and torchvision's deprecation warnings, silenced."""
     import io
     import logging
-    from contextlib import redirect_stdout
+    from contextlib import redirect_stderr, redirect_stdout
 
     loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
     levels = [lg.level for lg in loggers]
-    with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
+    with warnings.catch_warnings(), redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
         for lg in loggers:
             lg.setLevel(logging.ERROR)
@@ -157,6 +184,7 @@ def export_model(
     graph = DetectionGraph(model)
     was_training = model.training
     model.eval()
+    _fix_nms_fake()
     try:
         with _quiet(), torch.no_grad():
             program = torch.export.export(graph, example, strict=False)
