@@ -66,7 +66,7 @@ def test_readme_python_examples_run(tmp_path):
     script = tmp_path / "readme_examples.py"
     script.write_text("import lossreg\n" + "\n".join(runnable))
     # the Hub examples publish to and download from the loopback Hub of tests/hub, and load
-    # "runs/quick/model": a tiny model saved where the examples expect a run's model folder
+    # "runs/quickstart/model": a tiny model saved where the examples expect the quick start's model folder
     sys.path.insert(0, str(Path(__file__).parent / "hub"))
     try:
         from hubserver import HubServer
@@ -74,7 +74,7 @@ def test_readme_python_examples_run(tmp_path):
         sys.path.pop(0)
     lossreg.save_pretrained(
         lossreg.create_model("atss_resnet18_fpn", backbone="test_resnet", num_classes=2, label_names=["cat", "bird"]),
-        tmp_path / "runs" / "quick" / "model",
+        tmp_path / "runs" / "quickstart" / "model",
     )
     # the COCO fine-tuning example loads retinanet_resnet50_fpn.tv_coco: a random-init torchvision RetinaNet,
     # converted into LOSSREG_HOME's cache, where create_model finds a converted tag without downloading it
