@@ -3,8 +3,8 @@
 - :func:`from_torchvision` (``model_or_state_dict, arch=None``): RetinaNet v1/v2, FCOS and
   Faster R-CNN v1/v2 with a ResNet-50 FPN, from a model instance, its state dict, a
   ``.pth`` file or the name of torchvision's published weights.
-- :func:`from_mmdet` (``checkpoint, arch``): mmdetection's RetinaNet, ATSS and Faster R-CNN
-  R-50 FPN 1x baselines from the ``.pth`` files mmdetection publishes (``weights_only=True``).
+- :func:`from_mmdet` (``checkpoint, arch``): mmdetection's RetinaNet, ATSS, FCOS (caffe R-50),
+  VFNet and Faster R-CNN R-50 FPN 1x baselines from the ``.pth`` files mmdetection publishes (``weights_only=True``).
 - COCO's classes: :mod:`lossreg.convert.coco` (80 contiguous names, torchvision's
   91-slot layout).
 

@@ -63,12 +63,23 @@ def _rename(key: str, lossreg_arch: str, num_levels: int) -> str | None:
     m = re.match(r"^bbox_head\.(cls|reg)_convs\.(\d+)\.(conv|gn)\.(weight|bias)$", key)
     if m:  # ConvModule(conv[, gn], relu): lossreg's tower is conv[, gn], relu per layer
         tower = "cls_tower" if m[1] == "cls" else "reg_tower"
-        step = 3 if lossreg_arch == "atss" else 2
+        step = 2 if lossreg_arch == "retinanet" else 3  # GN towers everywhere else
         return f"head.{tower}.{int(m[2]) * step + (1 if m[3] == 'gn' else 0)}.{m[4]}"
+    m = re.match(r"^bbox_head\.vfnet_reg_conv\.(conv|gn)\.(weight|bias)$", key)
+    if m:
+        return f"head.reg_init_conv.{0 if m[1] == 'conv' else 1}.{m[2]}"
+    m = re.match(r"^bbox_head\.scales_refine\.(\d+)\.scale$", key)
+    if m:
+        return f"head.scales_refine.{m[1]}.scale"
     names = {
         "bbox_head.retina_cls": "head.cls_out", "bbox_head.retina_reg": "head.reg_out",
         "bbox_head.atss_cls": "head.cls_out", "bbox_head.atss_reg": "head.reg_out",
         "bbox_head.atss_centerness": "head.quality_out",
+        "bbox_head.conv_cls": "head.cls_out", "bbox_head.conv_reg": "head.reg_out",
+        "bbox_head.conv_centerness": "head.quality_out",
+        "bbox_head.vfnet_reg": "head.reg_init_out", "bbox_head.vfnet_reg_refine_dconv": "head.refine_conv",
+        "bbox_head.vfnet_reg_refine": "head.reg_refine_out", "bbox_head.vfnet_cls_dconv": "head.cls_conv",
+        "bbox_head.vfnet_cls": "head.cls_out",
         "rpn_head.rpn_conv": "rpn_head.conv", "rpn_head.rpn_cls": "rpn_head.cls_out", "rpn_head.rpn_reg": "rpn_head.reg_out",
         "roi_head.bbox_head.shared_fcs.0": "roi_head.fc6", "roi_head.bbox_head.shared_fcs.1": "roi_head.fc7",
         "roi_head.bbox_head.fc_cls": "roi_head.cls_score", "roi_head.bbox_head.fc_reg": "roi_head.bbox_pred",
@@ -90,7 +101,19 @@ def convert_mmdet_state_dict(state: Mapping[str, Tensor], config_name: str) -> d
         if new is None:
             raise ValueError(f"mmdetection {config_name}: unexpected key {key!r} (not a {config_name} checkpoint?)")
         out[new] = value
+    if name_of(config_name) in _BGR_INPUT:  # the caffe ResNet reads BGR: its first conv, flipped, reads RGB
+        out["backbone.body.conv1.weight"] = out["backbone.body.conv1.weight"].flip(1).clone()
     return out
+
+
+#: configs whose model reads BGR images (mmdetection's ``bgr_to_rgb=False``)
+_BGR_INPUT = {"fcos_r50-caffe_fpn_gn-head_1x_coco"}
+
+
+def name_of(config_name: str) -> str:
+    """mmdetection 3.x's name of a config (2.x names accepted)."""
+    return {"faster_rcnn_r50_fpn_1x_coco": "faster-rcnn_r50_fpn_1x_coco",
+            "fcos_r50_caffe_fpn_gn-head_1x_coco": "fcos_r50-caffe_fpn_gn-head_1x_coco"}.get(config_name, config_name)
 
 
 def from_mmdet(
@@ -106,8 +129,9 @@ def from_mmdet(
         checkpoint: the ``.pth`` file mmdetection publishes (read with ``weights_only=True``),
             or its loaded dict (``{"state_dict": ..., "meta": ...}``) or bare state dict.
         arch: mmdetection's config name: ``retinanet_r50_fpn_1x_coco``,
-            ``atss_r50_fpn_1x_coco``, ``faster-rcnn_r50_fpn_1x_coco`` (2.x:
-            ``faster_rcnn_r50_fpn_1x_coco``).
+            ``atss_r50_fpn_1x_coco``, ``fcos_r50-caffe_fpn_gn-head_1x_coco``,
+            ``vfnet_r50_fpn_1x_coco``, ``faster-rcnn_r50_fpn_1x_coco`` (2.x names with ``_``
+            accepted).
         label_names: the classes [the checkpoint's ``meta["CLASSES"]`` / ``meta["dataset_meta"]``,
             else COCO's 80 when the model has 80 classes].
         **overrides: further detector keyword arguments.

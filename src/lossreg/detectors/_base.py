@@ -65,6 +65,9 @@ class DetectorBase(nn.Module):
         pad_fill: what the batch padding (to a multiple of 32) shows the network: ``"zero"``
             [default] black pixels (0 in 0-1 RGB), ``"mean"`` the normalisation mean, i.e.
             zeros after normalisation, what torchvision's and mmdetection's detectors see.
+        backbone_args: further :class:`~.backbone.TimmBackbone` arguments [None]: ``style``
+            (``"caffe"``: ResNet strides on the 1x1 convs), ``mean`` / ``std`` (the input
+            normalisation, in 0-1 RGB units, instead of the timm model's).
 
     Sets ``num_classes``, ``label_names``, ``backbone``, ``neck``, the
     ``image_mean``/``image_std`` buffers and ``model_args`` (the arguments above,
@@ -90,6 +93,7 @@ class DetectorBase(nn.Module):
         frozen_stages: int = -1,
         bn_eps: float | None = None,
         pad_fill: str = "zero",
+        backbone_args: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if pad_fill not in ("zero", "mean"):
@@ -108,15 +112,16 @@ class DetectorBase(nn.Module):
         self.num_classes = num_classes
         self.label_names = list(label_names) if label_names is not None else None
         self.backbone = TimmBackbone(
-            backbone, self.backbone_strides, pretrained_backbone, freeze_bn, frozen_stages=frozen_stages, bn_eps=bn_eps
+            backbone, self.backbone_strides, pretrained_backbone, freeze_bn, frozen_stages=frozen_stages, bn_eps=bn_eps,
+            **dict(backbone_args or {}),
         )
         neck_cfg = as_spec_dict(neck, self.neck_defaults["name"])
         if neck_cfg["name"] == self.neck_defaults["name"]:
             neck_cfg = {**self.neck_defaults, **neck_cfg}
         self.neck = build_component("neck", neck_cfg, in_channels=self.backbone.channels)
         cfg = getattr(self.backbone.body, "pretrained_cfg", {}) or {}
-        mean = torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1)
-        std = torch.tensor(cfg.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1)
+        mean = torch.tensor(self.backbone.mean or cfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1)
+        std = torch.tensor(self.backbone.std or cfg.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1)
         self.register_buffer("image_mean", mean, persistent=False)
         self.register_buffer("image_std", std, persistent=False)
         # what rebuilds this exact detector (saved with published weights); subclasses extend it
@@ -129,6 +134,7 @@ class DetectorBase(nn.Module):
             "frozen_stages": frozen_stages,
             "bn_eps": bn_eps,
             "pad_fill": pad_fill,
+            "backbone_args": dict(backbone_args) if backbone_args else None,
         }
 
     @property

@@ -32,6 +32,11 @@ class TimmBackbone(nn.Module):
             layer1). torchvision's ``trainable_backbone_layers=3`` is ``frozen_stages=1``.
         bn_eps: epsilon of every (frozen) BatchNorm of the backbone [None: timm's, 1e-5];
             torchvision's COCO_V1 RetinaNet and Faster R-CNN weights need 0.0.
+        style: ``"pytorch"`` [default: timm's, the stride of a ResNet bottleneck on its 3x3
+            conv] or ``"caffe"`` (the stride on its first 1x1 conv: mmdetection's
+            ``style='caffe'``, the MSRA/Detectron ResNets of mmdetection's FCOS baselines).
+        mean, std: the input normalisation in 0-1 RGB units [None: the timm model's
+            ``pretrained_cfg``]; read by the detectors.
 
     Shapes: ``forward([B, 3, H, W]) -> list of [B, channels[i], H / strides[i], W / strides[i]]``.
     """
@@ -44,8 +49,19 @@ class TimmBackbone(nn.Module):
         freeze_bn: bool = False,
         frozen_stages: int = -1,
         bn_eps: float | None = None,
+        style: str = "pytorch",
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
+        if style not in ("pytorch", "caffe"):
+            raise ValueError(f"backbone style must be 'pytorch' or 'caffe', got {style!r}")
+        for key, value in (("mean", mean), ("std", std)):
+            if value is not None and len(value) != 3:
+                raise ValueError(f"backbone {key} needs 3 values (R, G, B), got {value!r}")
+        self.mean = tuple(float(v) for v in mean) if mean is not None else None
+        self.std = tuple(float(v) for v in std) if std is not None else None
+        self.style = style
         if not timm.is_model(name):
             from .._registry import UnknownComponentError
 
@@ -72,6 +88,11 @@ class TimmBackbone(nn.Module):
             from timm.layers import freeze_batch_norm_2d
 
             body = freeze_batch_norm_2d(body)
+        if style == "caffe":  # move each bottleneck's stride from its 3x3 conv to its first 1x1 conv
+            for m in body.modules():
+                c1, c2 = getattr(m, "conv1", None), getattr(m, "conv2", None)
+                if isinstance(c1, nn.Conv2d) and isinstance(c2, nn.Conv2d) and c1.kernel_size == (1, 1) and c2.stride != (1, 1):
+                    c1.stride, c2.stride = c2.stride, (1, 1)
         if bn_eps is not None:
             for m in body.modules():
                 if hasattr(m, "running_var") and hasattr(m, "eps"):

@@ -11,12 +11,18 @@ mmdetection config                 lossreg options (besides the architecture's d
 ``atss_r50_fpn_1x_coco``           P6 from P5 (``on_output``), no ReLU before P7, candidates by
                                    class score then times centerness
                                    (``quality_scoring="product_after_topk"``), NMS 0.6
+``fcos_r50-caffe_fpn_gn-head_1x_coco``  caffe-style ResNet (``backbone_args={"style": "caffe"}``, its BGR
+                                   mean and std 1 as RGB ``mean``/``std``), P6 from P5 with ReLU
+                                   before P7, distances ``exp(scale * x)`` px (``norm_on_bbox=False``),
+                                   centerness on the classification tower, ``product_after_topk``
+``vfnet_r50_fpn_1x_coco``          points at the cell corners (``center_offset=0``, mmdetection's
+                                   ``use_atss``), P6 from P5 with ReLU before P7, NMS 0.6
 ``faster-rcnn_r50_fpn_1x_coco``    RoIAlign ``aligned=True, sampling_ratio=0``, no small-box
                                    filter in the RoI head, RPN 1000 proposals, min_pos_iou 0.3
 =================================  ==========================================================
 
 All: the ResNet-50 is mmdetection's pytorch-style one (timm's ``resnet50``, same layer
-names), BatchNorm in eval mode (frozen here), ``frozen_stages=1``, ImageNet mean/std on
+names; FCOS: caffe-style), BatchNorm in eval mode (frozen here), ``frozen_stages=1``, ImageNet mean/std on
 RGB (mmdetection's ``mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375]`` on
 0-255 is the same normalisation of 0-1 images), padding 0 after normalising
 (``pad_fill="mean"``). mmdetection resizes test images to 1333 x 800 (keep ratio) in its
@@ -62,6 +68,34 @@ _CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
             "score_thr": 0.05, "nms_thr": 0.6, "pre_nms_topk": 1000, "max_dets": 100,
         },
     ),
+    "fcos_r50-caffe_fpn_gn-head_1x_coco": (
+        "fcos",
+        {
+            **_COMMON,
+            # MSRA/Detectron caffe ResNet: stride on the 1x1 convs, BGR 0-255 input minus its mean, std 1
+            # (the converter flips conv1's input channels so that the model takes RGB like every lossreg model)
+            "backbone_args": {"style": "caffe", "mean": [122.7717 / 255, 115.9465 / 255, 102.9801 / 255],
+                              "std": [1 / 255, 1 / 255, 1 / 255]},
+            "neck": {"name": "fpn", "extra": "p6p7", "extra_from": "p5", "extra_relu": True},
+            "head": {"name": "fcos", "norm_on_bbox": False, "centerness_on_reg": False, "center_offset": 0.5,
+                     "cls_loss": _FOCAL, "reg_loss": "iou", "quality_loss": "bce",
+                     "assigner": {"name": "fcos", "center_sampling": False},
+                     "quality_scoring": "product_after_topk", "min_box_size": 0.0},
+            "score_thr": 0.05, "nms_thr": 0.5, "pre_nms_topk": 1000, "max_dets": 100,
+        },
+    ),
+    "vfnet_r50_fpn_1x_coco": (
+        "vfnet",
+        {
+            **_COMMON,
+            "neck": {"name": "fpn", "extra": "p6p7", "extra_from": "p5", "extra_relu": True},
+            "head": {"name": "vfnet", "stacked_convs": 3, "center_offset": 0.0, "min_box_size": 0.0,
+                     "cls_loss": {"name": "vfl", "alpha": 0.75, "gamma": 2.0},
+                     "reg_loss": {"name": "giou", "loss_weight": 2.0}, "reg_init_weight": 0.75,
+                     "assigner": {"name": "atss", "topk": 9}},
+            "score_thr": 0.05, "nms_thr": 0.6, "pre_nms_topk": 1000, "max_dets": 100,
+        },
+    ),
     "faster-rcnn_r50_fpn_1x_coco": (
         "faster_rcnn",
         {
@@ -80,7 +114,8 @@ _CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 #: mmdetection 2.x names of the same configs.
-_ALIASES = {"faster_rcnn_r50_fpn_1x_coco": "faster-rcnn_r50_fpn_1x_coco"}
+_ALIASES = {"faster_rcnn_r50_fpn_1x_coco": "faster-rcnn_r50_fpn_1x_coco",
+            "fcos_r50_caffe_fpn_gn-head_1x_coco": "fcos_r50-caffe_fpn_gn-head_1x_coco"}
 
 #: mmdetection config names with a lossreg configuration.
 MMDET_ARCHS: tuple[str, ...] = tuple(_CONFIGS)
@@ -104,6 +139,12 @@ _MMDET_WEIGHTS = (
     ("atss_resnet50_fpn", "mmdet_coco", "atss_r50_fpn_1x_coco",
      "atss/atss_r50_fpn_1x_coco/atss_r50_fpn_1x_coco_20200209-985f7bd0.pth", 39.4,
      "ATSS R-50 FPN 1x, COCO 2017 (mmdetection baseline, the ATSS paper's)."),
+    ("fcos_resnet50_fpn", "mmdet_coco", "fcos_r50-caffe_fpn_gn-head_1x_coco",
+     "fcos/fcos_r50_caffe_fpn_gn-head_1x_coco/fcos_r50_caffe_fpn_gn-head_1x_coco-821213aa.pth", 36.6,
+     "FCOS R-50 (caffe) FPN GN head 1x, COCO 2017 (mmdetection baseline)."),
+    ("vfnet_resnet50_fpn", "mmdet_coco", "vfnet_r50_fpn_1x_coco",
+     "vfnet/vfnet_r50_fpn_1x_coco/vfnet_r50_fpn_1x_coco_20201027-38db6f58.pth", 41.6,
+     "VarifocalNet R-50 FPN 1x, COCO 2017 (mmdetection baseline, the VFNet paper's)."),
     ("faster_rcnn_resnet50_fpn", "mmdet_coco", "faster-rcnn_r50_fpn_1x_coco",
      "faster_rcnn/faster_rcnn_r50_fpn_1x_coco/faster_rcnn_r50_fpn_1x_coco_20200130-047c8118.pth", 37.4,
      "Faster R-CNN R-50 FPN 1x, COCO 2017 (mmdetection baseline)."),

@@ -42,8 +42,9 @@ class OneStageDetector(DetectorBase):
             registry name, ``{name, **params}`` or an instance; ``None`` keeps the head's
             default and ``"none"`` switches an optional one (``quality_loss``) off.
         label_names: class names, kept with the model and its published weights.
-        freeze_bn, frozen_stages, bn_eps, pad_fill: the backbone's frozen BatchNorm, frozen
-            stages, BatchNorm epsilon and what the batch padding holds (see
+        freeze_bn, frozen_stages, bn_eps, pad_fill, backbone_args: the backbone's frozen
+            BatchNorm, frozen stages, BatchNorm epsilon, what the batch padding holds and
+            further backbone arguments (style, mean, std) (see
             :class:`~lossreg.detectors._base.DetectorBase`).
         score_thr, nms_thr, pre_nms_topk, max_dets: post-processing.
 
@@ -72,6 +73,7 @@ class OneStageDetector(DetectorBase):
         frozen_stages: int = -1,
         bn_eps: float | None = None,
         pad_fill: str = "zero",
+        backbone_args: dict[str, Any] | None = None,
         score_thr: float = 0.05,
         nms_thr: float = 0.6,
         pre_nms_topk: int = 1000,
@@ -82,7 +84,7 @@ class OneStageDetector(DetectorBase):
         head_kwargs = head_components(self.arch or type(self).__name__, head_cfg["name"], components)
         super().__init__(
             num_classes, backbone, pretrained_backbone, neck, label_names, freeze_bn,
-            frozen_stages=frozen_stages, bn_eps=bn_eps, pad_fill=pad_fill,
+            frozen_stages=frozen_stages, bn_eps=bn_eps, pad_fill=pad_fill, backbone_args=backbone_args,
         )
         post = {"score_thr": score_thr, "nms_thr": nms_thr, "pre_nms_topk": pre_nms_topk, "max_dets": max_dets}
         self.head = build_component(

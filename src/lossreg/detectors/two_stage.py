@@ -43,8 +43,9 @@ class TwoStageDetector(DetectorBase):
             sets another, so ALWA's ``lambda0`` scales only the RPN's losses, as in the paper.
         label_names: class names, kept with the model and its published weights.
         freeze_bn: frozen BatchNorm in the backbone [= ``pretrained_backbone``].
-        frozen_stages, bn_eps, pad_fill: frozen backbone stages, BatchNorm epsilon and what
-            the batch padding holds (see :class:`~lossreg.detectors._base.DetectorBase`).
+        frozen_stages, bn_eps, pad_fill, backbone_args: frozen backbone stages, BatchNorm
+            epsilon, what the batch padding holds and further backbone arguments (see
+            :class:`~lossreg.detectors._base.DetectorBase`).
         score_thr, nms_thr, max_dets: the RoI head's post-processing [0.05, 0.5, 100].
         pre_nms_topk: the RPN's proposals per level before NMS at test time [1000].
 
@@ -86,6 +87,7 @@ class TwoStageDetector(DetectorBase):
         frozen_stages: int = -1,
         bn_eps: float | None = None,
         pad_fill: str = "zero",
+        backbone_args: dict[str, Any] | None = None,
         score_thr: float = 0.05,
         nms_thr: float = 0.5,
         max_dets: int = 100,
@@ -105,7 +107,7 @@ class TwoStageDetector(DetectorBase):
         roi_cfg.update(head_components(name, roi_cfg["name"], on_roi))
         super().__init__(
             num_classes, backbone, pretrained_backbone, neck, label_names, freeze_bn,
-            frozen_stages=frozen_stages, bn_eps=bn_eps, pad_fill=pad_fill,
+            frozen_stages=frozen_stages, bn_eps=bn_eps, pad_fill=pad_fill, backbone_args=backbone_args,
         )
         channels = getattr(self.neck, "out_channels", 256)
         self.rpn_head = build_component("head", rpn_cfg, in_channels=channels, pre_nms_topk_test=pre_nms_topk)

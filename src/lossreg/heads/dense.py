@@ -244,10 +244,18 @@ class DenseHead(nn.Module):
             out = self.reg_out(r)
             if self.scales is not None:
                 out = self.scales[level](out).float()
-            reg.append(self.reg_activation(out))
+            reg.append(self.level_reg_activation(out, level))
             if self.quality_out is not None:
-                qual.append(self.quality_out(r))
+                qual.append(self.quality_out(c if self.quality_on_cls else r))
         return cls, reg, (qual or None)
+
+    #: the quality branch reads the classification tower instead of the regression one
+    #: (mmdetection's FCOS with ``centerness_on_reg=False``)
+    quality_on_cls: bool = False
+
+    def level_reg_activation(self, reg: Tensor, level: int) -> Tensor:
+        """:meth:`reg_activation` of pyramid level ``level``'s (scaled) regression output."""
+        return self.reg_activation(reg)
 
     def decode(self, anchors: Tensor, reg: Tensor, strides: Tensor) -> Tensor:
         """Boxes ``[..., N, 4]`` from the regression output ``[..., N, 4]`` at ``anchors [N, 4]`` (delta coder)."""

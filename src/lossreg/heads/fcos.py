@@ -33,7 +33,10 @@ class FCOSHead(DenseHead):
     (cell spacing ``input size // feature size``, see
     :class:`~lossreg.ops.anchors.AnchorGenerator`; with ``center_offset=0``);
     ``conv_bias`` gives the tower convs biases even with GroupNorm (torchvision's
-    FCOS head) [None: biases only without a norm].
+    FCOS head) [None: biases only without a norm]. ``norm_on_bbox=False`` predicts the
+    distances as ``exp(scale_l * x)`` pixels instead of ``relu(scale_l * x) * stride``
+    (mmdetection's FCOS R-50 caffe baseline) [True]; ``centerness_on_reg=False`` puts the
+    centerness branch on the classification tower (the same baseline) [True].
 
     ``center_offset`` puts the points at ``(x + center_offset) * stride`` [0.5: the cell
     centres, mmdetection; 0: the cell corners, torchvision] and ``scale_per_level=False``
@@ -62,6 +65,8 @@ class FCOSHead(DenseHead):
         octave_base_scale: float = 8.0,
         anchor_style: Literal["mmdet", "torchvision"] = "mmdet",
         conv_bias: bool | None = None,
+        norm_on_bbox: bool = True,
+        centerness_on_reg: bool = True,
         norm: Literal["gn", "none"] = "gn",
         prior_prob: float = 0.01,
         reg_weighting: str = "quality",
@@ -73,11 +78,19 @@ class FCOSHead(DenseHead):
         super().__init__(
             num_classes, cls_loss, reg_loss, quality_loss, assigner, balancer, gen, reg_weighting=reg_weighting, **kwargs
         )
+        self.norm_on_bbox = bool(norm_on_bbox)
+        self.quality_on_cls = not centerness_on_reg
         self.build_towers(in_channels, feat_channels, stacked_convs, norm, prior_prob, scaled=scale_per_level,
                           conv_bias=conv_bias)
 
     def reg_activation(self, reg: Tensor) -> Tensor:
         return F.relu(reg)  # distances in strides
+
+    def level_reg_activation(self, reg: Tensor, level: int) -> Tensor:
+        if self.norm_on_bbox:
+            return F.relu(reg)
+        # exp(scale * x) px (mmdetection's norm_on_bbox=False), kept in strides as every FCOS output
+        return reg.exp() / float(self.anchor_generator.strides[level])
 
     def decode(self, anchors: Tensor, reg: Tensor, strides: Tensor) -> Tensor:
         ctr = (anchors[:, :2] + anchors[:, 2:]) * 0.5

@@ -140,6 +140,9 @@ class VFNetHead(DenseHead):
         gradient_mul: gradient scale from the star offsets into the initial box [0.1].
         bbox_norm: ``"reg_denom"`` (distances in units of ``8 * stride``) or ``"stride"``.
         octave_base_scale: side of the assigner's square anchor in strides [8].
+        center_offset: the points sit at ``(x + center_offset) * stride`` [0.5: the cell
+            centres; mmdetection's VFNet, with ``use_atss=True``, uses its ATSS anchors'
+            offset 0: the cell corners].
         norm: ``"gn"`` or ``"none"`` in the towers ["gn"].
         prior_prob: focal prior of the classification bias [0.01]; all convs N(0, 0.01).
         reg_weighting: ``"quality"`` (IoU-weighted box losses) or ``"none"`` ["quality"].
@@ -180,12 +183,13 @@ class VFNetHead(DenseHead):
         gradient_mul: float = 0.1,
         bbox_norm: Literal["reg_denom", "stride"] = "reg_denom",
         octave_base_scale: float = 8.0,
+        center_offset: float = 0.5,
         norm: Literal["gn", "none"] = "gn",
         prior_prob: float = 0.01,
         reg_weighting: str = "quality",
         **kwargs: Any,
     ) -> None:
-        gen = AnchorGenerator(strides, (1.0,), octave_base_scale, 1, center_offset=0.5)
+        gen = AnchorGenerator(strides, (1.0,), octave_base_scale, 1, center_offset=center_offset)
         super().__init__(
             num_classes, cls_loss, reg_loss, quality_loss, assigner, balancer, gen, reg_weighting=reg_weighting, **kwargs
         )
