@@ -177,3 +177,25 @@ def test_mmdet_tags_match_mmdetections_metafiles():
         ap = next(r["Metrics"]["box AP"] for r in entry["Results"] if r["Task"] == "Object Detection")
         cfg = lossreg.get_pretrained_cfg(*name.split("."))
         assert cfg.url == entry["Weights"] and cfg.coco_ap == ap
+
+
+def test_cli_convert_an_mmdet_file(tmp_path):
+    from lossreg.cli import main
+
+    layout = json.loads(KEYS.read_text())["atss_r50_fpn_1x_coco"]
+    g = torch.Generator().manual_seed(0)
+    state = {k: (torch.randn(shape, generator=g) * 0.01 if dtype == "float" else torch.zeros(shape, dtype=torch.long))
+             for k, (shape, dtype) in layout.items()}
+    path = tmp_path / "atss_r50_fpn_1x_coco_20200209-985f7bd0.pth"
+    torch.save({"meta": {"CLASSES": tuple(COCO_CLASSES)}, "state_dict": state}, path)
+    out = tmp_path / "atss"
+    assert main(["convert", str(path), "--from", "mmdet", "--arch", "atss_r50_fpn_1x_coco", "--license", "apache-2.0",
+                 "--coco-ap", "39.4", "--output", str(out)]) == 0
+    card = (out / "README.md").read_text()
+    assert path.name in card and "apache-2.0" in card and "39.4" in card and "mmdet checkpoint" in card
+    import lossreg
+
+    model = lossreg.create_model(f"local-dir:{out}")
+    assert model.label_names == list(COCO_CLASSES) and torch.equal(
+        model.head.cls_out.weight, state["bbox_head.atss_cls.weight"]
+    )
