@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from .._io import atomic_write_bytes, atomic_write_text
 from ..data import build_transforms, unscale_boxes
+from .video import VideoWriter, output_suffix, read_video
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -38,6 +39,7 @@ __all__ = [
     "iter_predictions",
     "read_image",
     "write_predictions",
+    "write_video_predictions",
 ]
 
 logger = logging.getLogger(__name__)
@@ -222,14 +224,12 @@ def write_predictions(
     folder of a video's frames gives annotated frames and a JSON per frame. Every image
     file's header is checked before the model runs.
 
-    ``videos``: video files (:func:`lossreg.engine.video.write_video_predictions`), each
+    ``videos``: video files (:func:`write_video_predictions`), each
     written as an annotated video ``<stem>.mp4`` (``.gif`` for a GIF) and a JSON per frame
     in ``<stem>/``; their records in predictions.json say where (``"type": "video"``).
     ``max_frames`` caps the frames read from each video. Returns the records.
     """
     from PIL import Image
-
-    from .video import write_video_predictions
 
     paths = [Path(p) for p in paths]
     _check_readable(paths)
@@ -249,3 +249,71 @@ def write_predictions(
                                                progress, taken=taken, max_frames=max_frames))
     atomic_write_text(out / "predictions.json", json.dumps(records, indent=2) + "\n")
     return records
+
+
+@torch.no_grad()
+def write_video_predictions(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    image_size: int | Sequence[int],
+    score_thr: float = 0.3,
+    device: torch.device | str = "cpu",
+    batch_size: int = 4,
+    progress: bool = False,
+    taken: set[str] | None = None,
+    max_frames: int | None = None,
+) -> dict[str, Any]:
+    """Detect objects in every frame of a video; write the annotated video and a JSON per frame.
+
+    Writes ``out_dir/<stem>.mp4`` (or ``.gif``; same frame rate and size, boxes and
+    ``label_name score`` drawn) and ``out_dir/<stem>/<frame:06d>.json`` per frame: ``file``,
+    ``frame`` (0-based), ``time`` (s), ``width``, ``height`` and ``detections`` as
+    :func:`~lossreg.engine.predict.iter_predictions` gives them. ``taken`` holds output names
+    already used in ``out_dir`` (``<stem>-1`` when taken). Returns the video's record:
+    ``{"file", "type": "video", "fps", "frames", "width", "height", "num_detections" (their
+    total), "output", "frames_dir"}``.
+    """
+    path = Path(path)
+    fps, count, frames = read_video(path)
+    if max_frames is not None:
+        import itertools
+
+        frames = itertools.islice(frames, int(max_frames))
+        count = min(count, int(max_frames)) if count else int(max_frames)
+    out = Path(out_dir)
+    stem = Path(_unique_name(path.stem, taken if taken is not None else set())).stem
+    suffix = output_suffix(path)
+    frames_dir = out / stem
+    frames_dir.mkdir(parents=True, exist_ok=True)
+    writer = VideoWriter(out / f"{stem}{suffix}", fps)
+    n, total, size = 0, 0, (0, 0)
+    bar = tqdm(total=count, desc=f"predict {path.name}", disable=not progress, leave=False)
+    try:
+        named = ((f"{path}#{i}", frame) for i, frame in enumerate(frames))
+        for rgb, record in iter_frame_predictions(model, named, image_size, score_thr, device, batch_size):
+            writer.write(draw_detections(rgb, record["detections"]))
+            frame_record = {"file": str(path), "frame": n, "time": round(n / fps, 4), **{k: v for k, v in record.items()
+                                                                                         if k != "file"}}
+            atomic_write_text(frames_dir / f"{n:06d}.json", json.dumps(frame_record, indent=2) + "\n")
+            size = (record["width"], record["height"])
+            n += 1
+            total += len(record["detections"])
+            bar.update(1)
+    finally:
+        writer.close()
+        bar.close()
+    if n == 0:
+        raise ValueError(f"{path}: the video has no frame that could be read")
+    logger.debug("%s: %d frames, %d detections", path, n, total)
+    return {
+        "file": str(path),
+        "type": "video",
+        "fps": round(fps, 3),
+        "frames": n,
+        "width": size[0],
+        "height": size[1],
+        "num_detections": total,
+        "output": f"{stem}{suffix}",
+        "frames_dir": f"{stem}/",
+    }

@@ -14,21 +14,14 @@ memory. A folder of frames needs nothing of this: ``lossreg predict`` reads it a
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
-from tqdm.auto import tqdm
 
-from .._io import atomic_write_text
-
-__all__ = ["VIDEO_SUFFIXES", "is_video", "read_video", "write_video_predictions"]
+__all__ = ["VIDEO_SUFFIXES", "VideoWriter", "is_video", "output_suffix", "read_video"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +89,7 @@ def read_video(path: str | os.PathLike[str]) -> tuple[float, int | None, Iterato
         raise ImportError(f"{path}: reading this video needs OpenCV (pip install opencv-python-headless)") from None
 
 
-class _Writer:
+class VideoWriter:
     """An annotated video: ``.mp4`` through OpenCV, else an animated GIF through PIL."""
 
     def __init__(self, path: Path, fps: float) -> None:
@@ -128,7 +121,7 @@ class _Writer:
                                     loop=0)
 
 
-def _output_suffix(path: Path) -> str:
+def output_suffix(path: Path) -> str:
     if path.suffix.lower() in _PIL_SUFFIXES:
         return ".gif"
     try:
@@ -136,73 +129,3 @@ def _output_suffix(path: Path) -> str:
     except ImportError:
         return ".gif"
     return ".mp4"
-
-
-@torch.no_grad()
-def write_video_predictions(
-    model: nn.Module,
-    path: str | os.PathLike[str],
-    out_dir: str | os.PathLike[str],
-    image_size: int | Sequence[int],
-    score_thr: float = 0.3,
-    device: torch.device | str = "cpu",
-    batch_size: int = 4,
-    progress: bool = False,
-    taken: set[str] | None = None,
-    max_frames: int | None = None,
-) -> dict[str, Any]:
-    """Detect objects in every frame of a video; write the annotated video and a JSON per frame.
-
-    Writes ``out_dir/<stem>.mp4`` (or ``.gif``; same frame rate and size, boxes and
-    ``label_name score`` drawn) and ``out_dir/<stem>/<frame:06d>.json`` per frame: ``file``,
-    ``frame`` (0-based), ``time`` (s), ``width``, ``height`` and ``detections`` as
-    :func:`~lossreg.engine.predict.iter_predictions` gives them. ``taken`` holds output names
-    already used in ``out_dir`` (``<stem>-1`` when taken). Returns the video's record:
-    ``{"file", "type": "video", "fps", "frames", "width", "height", "num_detections" (their
-    total), "output", "frames_dir"}``.
-    """
-    from .predict import _unique_name, draw_detections, iter_frame_predictions
-
-    path = Path(path)
-    fps, count, frames = read_video(path)
-    if max_frames is not None:
-        import itertools
-
-        frames = itertools.islice(frames, int(max_frames))
-        count = min(count, int(max_frames)) if count else int(max_frames)
-    out = Path(out_dir)
-    stem = Path(_unique_name(path.stem, taken if taken is not None else set())).stem
-    suffix = _output_suffix(path)
-    frames_dir = out / stem
-    frames_dir.mkdir(parents=True, exist_ok=True)
-    writer = _Writer(out / f"{stem}{suffix}", fps)
-    n, total, size = 0, 0, (0, 0)
-    bar = tqdm(total=count, desc=f"predict {path.name}", disable=not progress, leave=False)
-    try:
-        named = ((f"{path}#{i}", frame) for i, frame in enumerate(frames))
-        for rgb, record in iter_frame_predictions(model, named, image_size, score_thr, device, batch_size):
-            writer.write(draw_detections(rgb, record["detections"]))
-            frame_record = {"file": str(path), "frame": n, "time": round(n / fps, 4), **{k: v for k, v in record.items()
-                                                                                         if k != "file"}}
-            atomic_write_text(frames_dir / f"{n:06d}.json", json.dumps(frame_record, indent=2) + "\n")
-            size = (record["width"], record["height"])
-            n += 1
-            total += len(record["detections"])
-            bar.update(1)
-    finally:
-        writer.close()
-        bar.close()
-    if n == 0:
-        raise ValueError(f"{path}: the video has no frame that could be read")
-    logger.debug("%s: %d frames, %d detections", path, n, total)
-    return {
-        "file": str(path),
-        "type": "video",
-        "fps": round(fps, 3),
-        "frames": n,
-        "width": size[0],
-        "height": size[1],
-        "num_detections": total,
-        "output": f"{stem}{suffix}",
-        "frames_dir": f"{stem}/",
-    }
