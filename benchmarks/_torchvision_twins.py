@@ -78,7 +78,7 @@ class TVBackbone(nn.Module):
         self.fpn = FeaturePyramidNetwork(in_list, out_channels, extra_blocks=extra)
         self.out_channels = out_channels
 
-    def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
+    def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
         return self.fpn(self.body(x))
 
 

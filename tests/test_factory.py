@@ -6,8 +6,8 @@ import pytest
 
 import lossreg
 from lossreg import _factory
-from lossreg._registry import models as _models
 from lossreg._factory import ModelName, PretrainedCfg, parse_model_name
+from lossreg._registry import models as _models
 
 
 @pytest.mark.parametrize(

@@ -117,7 +117,7 @@ def test_alwa_balances_the_rpn_only(images):
     seen = []
     with torch.no_grad():
         for _ in range(3):
-            losses = model(images, _targets())
+            model(images, _targets())
             seen.append(model.last_loss_weights)
     assert seen[0] == seen[1] == {"rpn_cls": 1.0, "rpn_reg": 1.0, "roi_cls": 1.0, "roi_reg": 1.0}
     # after one window of 2 iterations the RPN's classification weight drops (its loss dominates)

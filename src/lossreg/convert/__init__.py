@@ -14,9 +14,9 @@
 
 from __future__ import annotations
 
+from .coco import COCO_CATEGORY_IDS, COCO_CLASSES, TORCHVISION_COCO_SLOTS, torchvision_label_names
 from .command import convert
 from .mmdet import from_mmdet
-from .coco import COCO_CATEGORY_IDS, COCO_CLASSES, TORCHVISION_COCO_SLOTS, torchvision_label_names
 from .torchvision import TORCHVISION_WEIGHTS, from_torchvision
 
 __all__ = [

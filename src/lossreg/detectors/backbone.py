@@ -122,7 +122,7 @@ class TimmBackbone(nn.Module):
                 stage = ends[child_name] + 1
         return out
 
-    def train(self, mode: bool = True) -> "TimmBackbone":
+    def train(self, mode: bool = True) -> TimmBackbone:
         super().train(mode)
         for m in self._frozen:  # frozen stages keep their BatchNorm statistics
             m.eval()

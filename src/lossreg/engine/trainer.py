@@ -72,8 +72,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .._io import atomic_write_text
-from ..data import build_dataset, collate
 from .._version import __version__
+from ..data import build_dataset, collate
 from ..heads.normalizer import SyncNormalizer, use_normalizer
 from ..recipe import Recipe, load_recipe
 from . import distributed as dist_utils
@@ -83,8 +83,8 @@ from .ema import ModelEMA
 from .evaluate import METRIC_KEYS, evaluate
 from .plots import plot_metrics, read_metrics
 from .precision import resolve_precision
-from .sampler import ResumableSampler, SeededItems
 from .runs import RunFolder, default_run_dir
+from .sampler import ResumableSampler, SeededItems
 from .schedule import build_optimizer, build_scheduler, param_groups
 
 __all__ = ["Trainer", "resolve_device", "seed_everything", "versions"]

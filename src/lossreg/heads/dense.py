@@ -21,8 +21,8 @@ from torchvision.ops import box_iou
 
 from .._registry import Slot, build_component
 from ..ops.anchors import AnchorGenerator
-from ..ops.postprocess import Padded, batched_group_nms, clip_to_sizes, level_topk, pad_per_image, unpad
 from ..ops.geometry import aligned_box_iou
+from ..ops.postprocess import Padded, batched_group_nms, clip_to_sizes, level_topk, pad_per_image, unpad
 from ._checks import check_head_size, check_num_classes, check_postprocess
 from .normalizer import active_normalizer, avg_factor
 
