@@ -17,8 +17,9 @@ assignment, so each step runs in two passes:
 2. *apply*: every micro-batch forward and backward, gradients summed (under DDP, the
    gradient all-reduce runs on the last micro-batch only: ``no_sync``).
 
-The record pass costs one extra forward per micro-batch (about a third of a training
-step). The logged losses are the whole batch's (the micro-batch parts summed).
+The record pass costs one extra forward without gradients per micro-batch (not
+measured here: the development machine was too busy to time it). The logged losses are
+the whole batch's (the micro-batch parts summed).
 """
 
 from __future__ import annotations
