@@ -29,7 +29,8 @@ def _centers(boxes: torch.Tensor) -> torch.Tensor:
 def test_registered_with_documented_defaults():
     assert set(NAMES) <= set(lossreg.list_components("assigner"))
     params = {name: lossreg.component_info("assigner", name)["params"] for name in NAMES}
-    assert params["max_iou"] == {"pos_iou_thr": 0.5, "neg_iou_thr": 0.4, "min_pos_iou": 0.0, "match_low_quality": True}
+    assert params["max_iou"] == {"pos_iou_thr": 0.5, "neg_iou_thr": 0.4, "min_pos_iou": 0.0, "match_low_quality": True,
+                                 "low_quality_gt": "claimant"}
     assert params["atss"] == {"topk": 9, "anchors_per_location": 1}
     assert params["eatss"] == {"topk": 9, "extra": 3, "anchors_per_location": 1, "rank_by": "iou_or_score"}
     assert params["fcos"]["center_sampling"] is True and params["fcos"]["radius"] == 1.5
