@@ -238,9 +238,19 @@ def lossreg_kwargs(arch: str, cfg: Config = Config(), matched: bool = True, **he
     return kwargs
 
 
-def build_lossreg(arch: str, cfg: Config = Config(), matched: bool = True, **head_overrides: Any) -> nn.Module:
-    """lossreg's twin (see :func:`lossreg_kwargs`)."""
-    kw = lossreg_kwargs(arch, cfg, matched, **head_overrides)
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``extra``, dicts merged key by key (a copy)."""
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def build_lossreg(
+    arch: str, cfg: Config = Config(), matched: bool = True, extra: dict[str, Any] | None = None, **head_overrides: Any
+) -> nn.Module:
+    """lossreg's twin (see :func:`lossreg_kwargs`); ``extra`` is merged into the ``create_model`` keywords."""
+    kw = merge(lossreg_kwargs(arch, cfg, matched, **head_overrides), extra or {})
     model = lossreg.create_model(f"{arch}_{cfg.backbone}_fpn", **kw)
     if arch == "retinanet" and matched:
         round_anchors(model.head.anchor_generator)

@@ -8,7 +8,9 @@ and a summary of the ratios it printed (lossreg against torchvision or against t
 reference), after a description of the machine (platform, CPU model, cores, torch threads,
 GPU) and the versions of Python, torch, torchvision, timm and lossreg. The file is written
 atomically; a benchmark that fails is reported there with the end of its error output, the
-others still run, and the exit code is 1.
+others still run, and the exit code is 1. Whatever an existing RESULTS.md holds below the line
+``<!-- run_all.py keeps everything below this line -->`` is kept at the end (the accuracy
+parity section, measured by ``bench_parity.py`` runs of hours, is not re-run here).
 
     python benchmarks/run_all.py                     # full sizes (tens of minutes on a small CPU)
     python benchmarks/run_all.py --quick             # small sizes and few repeats: a few minutes
@@ -43,6 +45,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DEFAULT_OUTPUT = HERE / "RESULTS.md"
+#: RESULTS.md keeps what follows this line when rewritten (sections measured by hand, such as the
+#: hours-long accuracy parity runs of bench_parity.py).
+KEEP_MARKER = "<!-- run_all.py keeps everything below this line -->"
 
 #: name -> (script, title, options of the full run, options of --quick, takes --device, takes --threads)
 BENCHMARKS: dict[str, tuple[str, str, list[str], list[str], bool, bool]] = {
@@ -354,6 +359,16 @@ def _display_command(cmd: Sequence[str]) -> list[str]:
     return out
 
 
+def kept_sections(path: str | os.PathLike[str]) -> str:
+    """The part of an existing RESULTS.md from :data:`KEEP_MARKER` on ("" without the file or the marker)."""
+    try:
+        old = Path(path).read_text(encoding="utf-8")
+    except OSError:
+        return ""
+    at = old.find(KEEP_MARKER)
+    return "" if at < 0 else "\n" + old[at:].rstrip() + "\n"
+
+
 def write_results(path: str | os.PathLike[str], text: str) -> Path:
     """Write RESULTS.md atomically (lossreg._io.atomic_write_text)."""
     sys.path.insert(0, str(ROOT / "src"))
@@ -397,7 +412,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"run_all: {name} took {result.seconds:.0f} s (exit code {result.returncode})", file=sys.stderr, flush=True)
         if result.returncode != 0:
             print(result.stderr[-2000:], file=sys.stderr)
-    path = write_results(args.output, render_markdown(results, machine, vers, args.quick, command))
+    text = render_markdown(results, machine, vers, args.quick, command) + kept_sections(args.output)
+    path = write_results(args.output, text)
     print(f"run_all: wrote {path}", file=sys.stderr)
     return 0 if all(r.returncode == 0 for r in results) else 1
 

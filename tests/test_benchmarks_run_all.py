@@ -133,3 +133,19 @@ def test_main_writes_results_atomically_and_reports_failures(run_all, tmp_path, 
     assert "**failed (exit code 1)**" in out.read_text() and "at full sizes" in out.read_text()
     with pytest.raises(SystemExit):
         run_all.main(["--only", "nothing"])
+
+
+def test_main_keeps_the_sections_below_the_marker(run_all, tmp_path, monkeypatch):
+    """Hand-measured sections (bench_parity.py's accuracy parity) survive a rewrite of RESULTS.md."""
+    canned = run_all.Result("losses", ["py", "bench_losses.py"], LOSSES_OUT, "", 0, 1.0)
+    monkeypatch.setattr(run_all, "run_benchmark", lambda name, cmd, timeout=None, threads=None: canned)
+    monkeypatch.setattr(run_all, "machine_info", lambda threads=None: {"cpu": "canned"})
+    monkeypatch.setattr(run_all, "versions", lambda: {"torch": "canned"})
+    out = tmp_path / "RESULTS.md"
+    kept = f"{run_all.KEEP_MARKER}\n\n## Accuracy parity\n\nmeasured by hand\n"
+    out.write_text("# old generated part\n\n" + kept)
+    for _ in range(2):  # kept once, however often it is rewritten
+        assert run_all.main(["--only", "losses", "--output", str(out)]) == 0
+        text = out.read_text()
+        assert "# old generated part" not in text and text.count("## Accuracy parity") == 1
+        assert text.index("## Losses") < text.index(run_all.KEEP_MARKER) and text.endswith("measured by hand\n")

@@ -37,6 +37,17 @@ class TimmBackbone(nn.Module):
             ``style='caffe'``, the MSRA/Detectron ResNets of mmdetection's FCOS baselines).
         mean, std: the input normalisation in 0-1 RGB units [None: the timm model's
             ``pretrained_cfg``]; read by the detectors.
+        zero_init_last: timm's ``zero_init_last`` of the random init: the last BatchNorm of
+            each residual branch starting at weight 0 (Goyal et al., 2017). [None: off
+            (weight 1, torchvision's ResNet init) where the timm model has the option, the
+            model's own init elsewhere; True: timm's default for its ResNets; False: off,
+            ``ValueError`` for a model without the option.] Off by default because from
+            scratch, with AdamW, a zero-initialised BatchNorm weight grows by at most about
+            the learning rate per step, so every residual branch stays nearly shut for
+            much of a short schedule: at the quick start's size it cost FCOS 7-11 AP points
+            against torchvision's init and ATSS about 10 at epoch 10 (README, "Parity with
+            torchvision"; ``benchmarks/RESULTS.md``, "Accuracy parity"). Pretrained weights
+            replace the init either way.
 
     Shapes: ``forward([B, 3, H, W]) -> list of [B, channels[i], H / strides[i], W / strides[i]]``.
     """
@@ -52,6 +63,7 @@ class TimmBackbone(nn.Module):
         style: str = "pytorch",
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        zero_init_last: bool | None = None,
     ) -> None:
         super().__init__()
         if style not in ("pytorch", "caffe"):
@@ -66,8 +78,19 @@ class TimmBackbone(nn.Module):
             from .._registry import UnknownComponentError
 
             raise UnknownComponentError("timm backbone", name, timm.list_models(), hint="see timm.list_models()")
+        init = {"zero_init_last": False if zero_init_last is None else bool(zero_init_last)}
+        self.zero_init_last = zero_init_last
         try:
-            body = timm.create_model(name, features_only=True, pretrained=pretrained)
+            try:
+                body = timm.create_model(name, features_only=True, pretrained=pretrained, **init)
+            except TypeError as exc:
+                if "zero_init_last" not in str(exc) or zero_init_last is not None:
+                    raise
+                body = timm.create_model(name, features_only=True, pretrained=pretrained)  # no such option
+        except TypeError as exc:
+            if "zero_init_last" in str(exc):
+                raise ValueError(f"timm backbone {name!r} has no zero_init_last option; leave it unset") from exc
+            raise
         except Exception as exc:  # noqa: BLE001 - any download failure becomes one clear message
             if not pretrained:
                 raise
