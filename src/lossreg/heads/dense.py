@@ -11,6 +11,7 @@ registered loss, assigner or balancer drops into any head by name.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -90,6 +91,24 @@ def init_head_convs(module: nn.Module, cls_out: nn.Conv2d | None, prior_prob: fl
     if cls_out is not None:
         nn.init.constant_(cls_out.bias, -math.log((1 - prior_prob) / prior_prob))
 
+
+
+def quality_target_keyword(loss: nn.Module, owner: str) -> str:
+    """How a quality loss takes the soft target of the quality branch's single column.
+
+    ``"target"`` for a loss that takes a soft target (``bce``); ``"quality"`` for one that
+    builds its target from ``quality`` times the one-hot label (``qfl``, ``vfl``, ``hcra_c``),
+    which with the branch's one column and label 0 is the soft target itself. A loss with
+    neither (``focal``) would train the branch towards 1 everywhere: refused.
+    """
+    if "target" in inspect.signature(loss.forward).parameters:
+        return "target"
+    if getattr(loss, "uses_quality", False):
+        return "quality"
+    raise ValueError(
+        f"{owner}: quality_loss {type(loss).__name__} takes neither a soft target nor a quality; "
+        "use bce, qfl, vfl or hcra_c"
+    )
 
 class Scale(nn.Module):
     """A learnable scalar multiplier (one per pyramid level in FCOS/ATSS)."""
@@ -183,6 +202,7 @@ class DenseHead(nn.Module):
             if quality_loss is not None
             else None
         )
+        self._quality_by = quality_target_keyword(self.quality_loss, owner) if self.quality_loss is not None else ""
         if getattr(self.cls_loss, "background_column", False):
             raise ValueError(
                 f"{type(self).__name__}: {type(self.cls_loss).__name__} is a softmax loss with a background column, "
@@ -393,7 +413,8 @@ class DenseHead(nn.Module):
         if self.has_quality:
             q_logits = out["quality"][b_idx, a_idx][:, None]
             zeros = torch.zeros_like(a_idx)
-            terms["quality"] = self.quality_loss(q_logits, zeros, avg_factor=q_avg, target=q_target, **q_kw)
+            q_kw[self._quality_by] = q_target
+            terms["quality"] = self.quality_loss(q_logits, zeros, avg_factor=q_avg, **q_kw)
         return terms
 
     @torch.no_grad()
