@@ -254,3 +254,20 @@ def test_convert_function_on_a_file(source, tmp_path):
     card = (folder / "README.md").read_text()
     assert source["path"].name in card and hashlib.sha256(source["path"].read_bytes()).hexdigest() in card
     assert "mit" in card and lossreg.create_model(f"local-dir:{folder}").num_classes == 80
+
+
+@pytest.mark.parametrize(
+    ("model", "tag"),
+    [
+        ("retinanet_resnet50_fpn", "tv_coco"),
+        ("fcos_resnet50_fpn", "tv_coco"),
+        ("faster_rcnn_resnet50_fpn", "tv_coco"),
+        ("atss_resnet50_fpn", "mmdet_coco"),
+        ("vfnet_resnet50_fpn", "mmdet_coco"),
+    ],
+)
+def test_default_tag_is_declared_not_registration_order(model, tag):
+    """A torchvision-named model without a tag means torchvision's weights, though mmdet's are registered too."""
+    from lossreg._registry.models import get_pretrained_cfg
+
+    assert get_pretrained_cfg(model).tag == tag

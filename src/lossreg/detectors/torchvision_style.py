@@ -216,5 +216,8 @@ for _model, _builder, _enum, _file, _ap, _desc in _TV_WEIGHTS:
             converter="lossreg.convert.torchvision:from_torchvision",
             converter_args={"arch": _builder},
             coco_ap=_ap,
-        )
+        ),
+        # a torchvision-named model without a tag means torchvision's weights, whichever module
+        # registers its tags first (mmdet_style adds mmdet_coco to three of these names)
+        default=True,
     )
