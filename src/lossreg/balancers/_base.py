@@ -194,6 +194,10 @@ class Balancer(nn.Module):
         kind, sep, task = name.partition(_SEP)
         return bool(sep) and bool(task) and kind in self.task_state
 
+    def creates_on_load(self, name: str) -> bool:
+        """Whether loading a state dict creates the buffer ``name`` (per-task state; read by the Hub loader's key check)."""
+        return self._is_task_buffer(name)
+
     def _load_from_state_dict(
         self,
         state_dict: dict[str, Any],

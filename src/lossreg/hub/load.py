@@ -112,7 +112,7 @@ def check_state_dict(
     """Raise :class:`HubError` listing missing, unexpected and mis-shaped keys (nothing is loaded)."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
+    unexpected = sorted(k for k in set(state) - set(own) if not _created_on_load(model, k))
     shapes = [f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
     problems = []
     for what, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
@@ -121,6 +121,19 @@ def check_state_dict(
     if problems:
         raise HubError(f"the weights in {source} do not fit {target}; " + "; ".join(problems))
     check_weight_values(model, state, source)
+
+
+def _created_on_load(model: nn.Module, key: str) -> bool:
+    """Whether ``key`` is state its module creates when loading it (a balancer's per-task
+    buffers, which a fresh model has not made yet because its tasks are known only at the
+    first training step)."""
+    path, _, name = key.rpartition(".")
+    try:
+        module = model.get_submodule(path)
+    except AttributeError:
+        return False
+    accepts = getattr(module, "creates_on_load", None)
+    return bool(accepts(name)) if callable(accepts) else False
 
 
 def _kind(t: Tensor) -> str:
