@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import timm
 from torch import Tensor, nn
@@ -78,7 +79,7 @@ class TimmBackbone(nn.Module):
             from .._registry import UnknownComponentError
 
             raise UnknownComponentError("timm backbone", name, timm.list_models(), hint="see timm.list_models()")
-        init = {"zero_init_last": False if zero_init_last is None else bool(zero_init_last)}
+        init: dict[str, Any] = {"zero_init_last": False if zero_init_last is None else bool(zero_init_last)}
         self.zero_init_last = zero_init_last
         try:
             try:
