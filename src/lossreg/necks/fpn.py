@@ -5,10 +5,25 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Literal
 
+import torch
 from torch import Tensor, nn
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool, LastLevelP6P7
 
 from .._registry import register_neck
+
+
+def _strided_conv(conv: nn.Conv2d, x: Tensor) -> Tensor:
+    """``conv(x)``, in float32 when CPU bf16 autocast meets a map one pixel wide.
+
+    torch 2.14's CPU bf16 convolution returns a wrong weight gradient (garbage up to 1e29, so
+    the weights go non-finite at the next step) for a stride-2 conv over an input of width 1,
+    which P6/P7 are for images up to 64 px wide (P7 of a 64 px image is 1x1). Such a map is a
+    few values: float32 costs nothing there.
+    """
+    if x.device.type == "cpu" and x.shape[-1] == 1 and torch.is_autocast_enabled("cpu"):
+        with torch.autocast("cpu", enabled=False):
+            return conv(x.float())
+    return conv(x)
 
 
 class _P6P7(LastLevelP6P7):
@@ -21,8 +36,8 @@ class _P6P7(LastLevelP6P7):
 
     def forward(self, p: list[Tensor], c: list[Tensor], names: list[str]) -> tuple[list[Tensor], list[str]]:
         x = p[-1] if self.use_P5 else c[-1]
-        p6 = self.p6(x)
-        p7 = self.p7(nn.functional.relu(p6) if self.relu else p6)
+        p6 = _strided_conv(self.p6, x)
+        p7 = _strided_conv(self.p7, nn.functional.relu(p6) if self.relu else p6)
         return [*p, p6, p7], [*names, "p6", "p7"]
 
 
