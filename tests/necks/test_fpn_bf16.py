@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lossreg.necks.fpn import _P6P7, FPN
+from lossreg.necks.fpn import FPN
 
 
 @pytest.mark.parametrize("size", [(64, 64), (64, 40), (96, 64)])
