@@ -1,5 +1,5 @@
 """The backbones' random init (issue 15): torchvision's ResNet init by default, timm's zero-init of the
-last BatchNorm of each residual branch on request (it cost FCOS 7-11 AP points from scratch)."""
+last BatchNorm of each residual branch on request (it cost FCOS 16 AP points from scratch, benchmarks/RESULTS.md)."""
 
 from __future__ import annotations
 

@@ -16,6 +16,23 @@ class OfflineWeightsError(RuntimeError):
     """Pretrained weights were requested but could not be downloaded or found in the cache."""
 
 
+
+class _NoZeroInitOption(ValueError):
+    """A ``zero_init_last`` asked of a timm model without the option (never a download failure)."""
+
+
+def _create_body(name: str, pretrained: bool, zero_init_last: bool | None) -> nn.Module:
+    """The timm ``features_only`` model, with ``zero_init_last`` off unless asked for (see TimmBackbone)."""
+    init: dict[str, Any] = {"zero_init_last": bool(zero_init_last)}
+    try:
+        return timm.create_model(name, features_only=True, pretrained=pretrained, **init)
+    except TypeError as exc:
+        if "zero_init_last" not in str(exc):
+            raise
+        if zero_init_last is not None:
+            raise _NoZeroInitOption(f"timm backbone {name!r} has no zero_init_last option; leave it unset") from exc
+    return timm.create_model(name, features_only=True, pretrained=pretrained)  # the model's own init
+
 class TimmBackbone(nn.Module):
     """Any timm model with ``features_only=True``, returning the levels of the requested strides.
 
@@ -45,9 +62,9 @@ class TimmBackbone(nn.Module):
             ``ValueError`` for a model without the option.] Off by default because from
             scratch, with AdamW, a zero-initialised BatchNorm weight grows by at most about
             the learning rate per step, so every residual branch stays nearly shut for
-            much of a short schedule: at the quick start's size it cost FCOS 7-11 AP points
-            against torchvision's init and ATSS about 10 at epoch 10 (README, "Parity with
-            torchvision"; ``benchmarks/RESULTS.md``, "Accuracy parity"). Pretrained weights
+            much of a short schedule: at the quick start's size it cost FCOS 16 AP points
+            against torchvision's init (3 paired seeds; README, "Parity with torchvision";
+            ``benchmarks/RESULTS.md``, "Accuracy parity"). Pretrained weights
             replace the init either way.
 
     Shapes: ``forward([B, 3, H, W]) -> list of [B, channels[i], H / strides[i], W / strides[i]]``.
@@ -79,18 +96,10 @@ class TimmBackbone(nn.Module):
             from .._registry import UnknownComponentError
 
             raise UnknownComponentError("timm backbone", name, timm.list_models(), hint="see timm.list_models()")
-        init: dict[str, Any] = {"zero_init_last": False if zero_init_last is None else bool(zero_init_last)}
         self.zero_init_last = zero_init_last
         try:
-            try:
-                body = timm.create_model(name, features_only=True, pretrained=pretrained, **init)
-            except TypeError as exc:
-                if "zero_init_last" not in str(exc) or zero_init_last is not None:
-                    raise
-                body = timm.create_model(name, features_only=True, pretrained=pretrained)  # no such option
-        except TypeError as exc:
-            if "zero_init_last" in str(exc):
-                raise ValueError(f"timm backbone {name!r} has no zero_init_last option; leave it unset") from exc
+            body = _create_body(name, pretrained, zero_init_last)
+        except _NoZeroInitOption:
             raise
         except Exception as exc:  # noqa: BLE001 - any download failure becomes one clear message
             if not pretrained:

@@ -92,7 +92,6 @@ def init_head_convs(module: nn.Module, cls_out: nn.Conv2d | None, prior_prob: fl
         nn.init.constant_(cls_out.bias, -math.log((1 - prior_prob) / prior_prob))
 
 
-
 def quality_target_keyword(loss: nn.Module, owner: str) -> str:
     """How a quality loss takes the soft target of the quality branch's single column.
 
@@ -109,6 +108,7 @@ def quality_target_keyword(loss: nn.Module, owner: str) -> str:
         f"{owner}: quality_loss {type(loss).__name__} takes neither a soft target nor a quality; "
         "use bce, qfl, vfl or hcra_c"
     )
+
 
 class Scale(nn.Module):
     """A learnable scalar multiplier (one per pyramid level in FCOS/ATSS)."""
