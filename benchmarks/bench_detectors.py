@@ -74,9 +74,28 @@ a training step at 512x512 on this CPU and 2-5% at 128x128 (ratio 1.03-1.05 ther
 GPU, where the convolutions shrink and the assigner's many small kernels and host syncs
 do not, it is the part to watch.
 
+Configurations (``--config``):
+  * ``r50`` [default]: the two ResNet-50 detectors above.
+  * ``quickstart``: ``recipes/quickstart.yaml``'s detector (ATSS R18, 64-channel FPN and
+    head with 2 convs, strides 8-32) against torchvision's FCOS of the same size
+    (``_torchvision_twins.py``: torchvision's ResNet-18 body, FPN and ``FCOSHead`` cut to 2
+    convs), each with its own random init, on the quick start's first training batch from
+    lossreg's data pipeline (8 synthetic images of 128 px). ``--batch``, ``--size``,
+    ``--gts`` and ``--models`` do not apply. Targets (issue 18): training step <= 0.85x
+    torchvision's here, <= 0.9x at ``r50``.
+
+Precisions (``--precisions``, comma-separated, each measured in turn):
+  * ``fp32`` [default]: both in float32;
+  * ``bf16`` / ``fp16``: both under that autocast;
+  * ``defaults``: each as its trainer runs it: lossreg with ``train.amp: auto`` and
+    ``train.channels_last: auto`` resolved for the device (bf16 autocast on a CPU with
+    native bf16 or a bf16 CUDA device), torchvision in float32 (its reference scripts
+    train in fp32 unless ``--amp`` is given).
+
     python benchmarks/bench_detectors.py                       # CPU, batch 2, 512x512
     python benchmarks/bench_detectors.py --device cuda --batch 8 --size 800 --repeat 20
     python benchmarks/bench_detectors.py --models fcos --score-thr 0
+    python benchmarks/bench_detectors.py --config quickstart --precisions defaults,fp32 --repeat 20
 """
 
 from __future__ import annotations
@@ -93,13 +112,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "src"))
+sys.path.insert(0, str(HERE))
 
 import lossreg  # noqa: E402
+from lossreg.engine.precision import Precision, resolve_precision  # noqa: E402
 
 NUM_CLASSES = 80
 NMS = {"retinanet": 0.5, "fcos": 0.6}
-TARGETS = {"train": 1.1, "infer": 1.0}
+TARGETS = {"r50": {"train": 0.9, "infer": 1.0}, "quickstart": {"train": 0.85, "infer": 1.0}}
+PRECISIONS = ("fp32", "bf16", "fp16", "defaults")
 
 
 def make_inputs(batch: int, size: int, num_gts: int, device: str, seed: int = 0):
@@ -114,6 +137,26 @@ def make_inputs(batch: int, size: int, num_gts: int, device: str, seed: int = 0)
         labels = torch.randint(0, NUM_CLASSES, (num_gts,), generator=gen)
         targets.append({"boxes": boxes.to(device), "labels": labels.to(device)})
     return images.to(device), targets
+
+
+def quickstart_batch() -> tuple[nn.Module, torch.Tensor, list[dict[str, torch.Tensor]]]:
+    """The quick start's detector and its first training batch from lossreg's data pipeline."""
+    from lossreg._factory import build_from_recipe
+    from lossreg.data import build_dataset, collate
+
+    recipe = lossreg.load_recipe("quickstart")
+    train = build_dataset(recipe.data.train, recipe.data, train=True)
+    recipe = recipe.with_overrides([f"model.num_classes={train.num_classes}"])
+    model = build_from_recipe(recipe, label_names=list(train.class_names))
+    images, targets, _ = collate([train[i] for i in range(recipe.train.batch_size)])
+    return model, images, [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
+
+
+def quickstart_torchvision(num_classes: int) -> nn.Module:
+    """torchvision's FCOS at the quick start's size (ResNet-18, 64 channels, 2 convs, strides 8-32)."""
+    from _torchvision_twins import Config, build_torchvision
+
+    return build_torchvision("fcos", Config(num_classes=num_classes))
 
 
 def build_ours(arch: str, args: argparse.Namespace) -> nn.Module:
@@ -199,32 +242,51 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def resolve(side: str, precision: str, device: str) -> Precision:
+    """What ``precision`` means for ``side`` ("lossreg" or "torchvision"); see the module docstring."""
+    if precision == "defaults":
+        return resolve_precision("auto", device, "auto") if side == "lossreg" else resolve_precision("fp32", device, False)
+    return resolve_precision(precision, device, False)
+
+
+def autocast(device: str, precision: Precision):
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    return torch.autocast(kind, dtype=precision.dtype or torch.float32, enabled=precision.dtype is not None)
+
+
 def train_step(
-    model: nn.Module, images, targets, ours: bool
+    model: nn.Module, images, targets, ours: bool, device: str = "cpu", precision: Precision | None = None
 ) -> tuple[Callable[[], None], Callable[[], None], list[torch.Tensor]]:
     """(prepare, run, values): clear the gradients (untimed); forward with targets, sum of the losses, backward.
 
-    ``values`` collects each step's total loss (detached, read after the timing)."""
+    The forward runs under ``precision``'s autocast (None: float32), the backward outside it,
+    as the trainers do. ``values`` collects each step's total loss (detached, read after the timing)."""
     values: list[torch.Tensor] = []
+    precision = precision or resolve_precision("fp32", device, False)
 
     def prepare() -> None:
         model.zero_grad(set_to_none=True)
 
     def run() -> None:
-        losses = model(images if ours else list(images), targets)
-        loss = sum(losses.values())  # both follow torchvision's contract: the parts sum to the total
+        with autocast(device, precision):
+            losses = model(images if ours else list(images), targets)
+            loss = sum(losses.values())  # both follow torchvision's contract: the parts sum to the total
         loss.backward()
         values.append(loss.detach())
 
     return prepare, run, values
 
 
-def infer_step(model: nn.Module, images, ours: bool) -> tuple[Callable[[], None], Callable[[], None], list[int]]:
-    """(prepare, run, counts): eval forward under inference_mode; counts collects the detections per batch."""
+def infer_step(
+    model: nn.Module, images, ours: bool, device: str = "cpu", precision: Precision | None = None
+) -> tuple[Callable[[], None], Callable[[], None], list[int]]:
+    """(prepare, run, counts): eval forward under inference_mode (and ``precision``'s autocast); counts
+    collects the detections per batch."""
     counts: list[int] = []
+    precision = precision or resolve_precision("fp32", device, False)
 
     def run() -> None:
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(device, precision):
             dets = model(images if ours else list(images))
         counts.append(sum(int(d["boxes"].shape[0]) for d in dets))
 
@@ -259,87 +321,113 @@ def compare(name: str, steps: dict[str, tuple], args: argparse.Namespace) -> dic
     return times
 
 
+def build_pair(arch: str, args: argparse.Namespace, images_targets):
+    """(lossreg model, torchvision model) of one row, seeded by ``--seed``."""
+    torch.manual_seed(args.seed)
+    if arch == "quickstart":
+        ours, _, _ = quickstart_batch()
+        tv = quickstart_torchvision(ours.num_classes)
+    else:
+        ours, tv = build_ours(arch, args), build_torchvision(arch, args)
+        if not args.own_init:
+            copy_torchvision_weights(ours, tv)
+    return ours.to(args.device), tv.to(args.device)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", choices=tuple(TARGETS), default="r50", help="r50 or quickstart [r50]")
+    parser.add_argument("--precisions", default="fp32", help=f"comma-separated, of {', '.join(PRECISIONS)} [fp32]")
     parser.add_argument("--device", default="cpu", help="cpu or cuda [cpu]")
-    parser.add_argument("--batch", type=int, default=2, help="images per step [2]")
-    parser.add_argument("--size", type=int, default=512, help="side of the square input images [512]")
+    parser.add_argument("--batch", type=int, default=2, help="images per step (r50) [2]")
+    parser.add_argument("--size", type=int, default=512, help="side of the square input images (r50) [512]")
     parser.add_argument("--repeat", type=int, default=5, help="timed runs of each implementation [5]")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs of each first [1]")
-    parser.add_argument("--models", default="retinanet,fcos", help="comma-separated: retinanet, fcos [both]")
+    parser.add_argument("--models", default="retinanet,fcos", help="comma-separated (r50): retinanet, fcos [both]")
     parser.add_argument("--modes", default="train,infer", help="comma-separated: train, infer [both]")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads [torch's default]")
-    parser.add_argument("--gts", type=int, default=10, help="random ground-truth boxes per image [10]")
-    parser.add_argument("--score-thr", type=float, default=0.05, help="post-processing score threshold [0.05]")
-    parser.add_argument("--frozen-bn", action="store_true", help="frozen BatchNorm in both backbones")
+    parser.add_argument("--gts", type=int, default=10, help="random ground-truth boxes per image (r50) [10]")
+    parser.add_argument("--score-thr", type=float, default=0.05, help="post-processing score threshold (r50) [0.05]")
+    parser.add_argument("--frozen-bn", action="store_true", help="frozen BatchNorm in both backbones (r50)")
     parser.add_argument(
-        "--own-init", action="store_true", help="keep lossreg's own random init instead of copying torchvision's"
+        "--own-init", action="store_true", help="keep lossreg's own random init instead of copying torchvision's (r50)"
     )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    models = ["quickstart"] if args.config == "quickstart" else [m.strip() for m in args.models.split(",") if m.strip()]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    bad = [m for m in models if m not in NMS] + [m for m in modes if m not in TARGETS]
+    precisions = [m.strip() for m in args.precisions.split(",") if m.strip()]
+    bad = [m for m in models if m not in (*NMS, "quickstart")] + [m for m in modes if m not in ("train", "infer")]
+    bad += [p for p in precisions if p not in PRECISIONS]
     if bad:
-        parser.error(f"unknown model or mode {bad}; models: {list(NMS)}, modes: {list(TARGETS)}")
+        parser.error(
+            f"unknown model, mode or precision {bad}; models: {list(NMS)}, modes: train, infer, precisions: {PRECISIONS}"
+        )
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda but torch.cuda.is_available() is False")
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.backends.cudnn.benchmark = False
 
-    images, targets = make_inputs(args.batch, args.size, args.gts, args.device, args.seed)
+    if args.config == "quickstart":
+        _, images, targets = quickstart_batch()
+        images = images.to(args.device)
+        targets = [{k: v.to(args.device) for k, v in t.items()} for t in targets]
+        what = "quick start (ATSS R18 / torchvision FCOS R18, own inits), its first training batch"
+    else:
+        images, targets = make_inputs(args.batch, args.size, args.gts, args.device, args.seed)
+        what = f"{args.gts} gts/image, {NUM_CLASSES} classes, {'frozen' if args.frozen_bn else 'plain'} BatchNorm"
     dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{torch.get_num_threads()} threads"
     print(
-        f"torch {torch.__version__}, device {args.device} ({dev}); batch {args.batch}, {args.size}x{args.size}, "
-        f"{args.gts} gts/image, {NUM_CLASSES} classes, score_thr {args.score_thr}, "
-        f"{'frozen' if args.frozen_bn else 'plain'} BatchNorm; warmup {args.warmup}, repeat {args.repeat}"
+        f"torch {torch.__version__}, device {args.device} ({dev}); batch {images.shape[0]}, "
+        f"{images.shape[-2]}x{images.shape[-1]}, {what}, score_thr {args.score_thr}; "
+        f"warmup {args.warmup}, repeat {args.repeat}"
     )
     rows = []
     for arch in models:
-        torch.manual_seed(args.seed)
-        ours = build_ours(arch, args).to(args.device)
-        tv = build_torchvision(arch, args).to(args.device)
-        if not args.own_init:
-            copy_torchvision_weights(ours, tv)
-        for mode in modes:
-            if mode == "train":
-                ours.train()
-                tv.train()
-                a, b = train_step(ours, images, targets, True), train_step(tv, images, targets, False)
-                steps = {"lossreg": a[:2], "torchvision": b[:2]}
-            else:
-                ours.eval()
-                tv.eval()
-                a, b = infer_step(ours, images, True), infer_step(tv, images, False)
-                steps = {"lossreg": a[:2], "torchvision": b[:2]}
-            times = compare(f"{arch} {mode}", steps, args)
-            if mode == "infer":
-                note = f"detections {a[2][-1]} vs {b[2][-1]}"
-            else:
-                note = f"first loss {float(a[2][0]):.3f} vs {float(b[2][0]):.3f}"
-            rows.append((arch, mode, times, note))
+        ours, tv = build_pair(arch, args, (images, targets))
+        for prec in precisions:
+            mine, theirs = resolve("lossreg", prec, args.device), resolve("torchvision", prec, args.device)
+            layout = torch.channels_last if mine.channels_last else torch.contiguous_format
+            ours.to(memory_format=layout)
+            own_images = images.contiguous(memory_format=layout)
+            for mode in modes:
+                ours.train(mode == "train")
+                tv.train(mode == "train")
+                if mode == "train":
+                    a = train_step(ours, own_images, targets, True, args.device, mine)
+                    b = train_step(tv, images, targets, False, args.device, theirs)
+                else:
+                    a = infer_step(ours, own_images, True, args.device, mine)
+                    b = infer_step(tv, images, False, args.device, theirs)
+                times = compare(f"{arch} {mode} {prec}", {"lossreg": a[:2], "torchvision": b[:2]}, args)
+                if mode == "infer":
+                    note = f"detections {a[2][-1]} vs {b[2][-1]}"
+                else:
+                    note = f"first loss {float(a[2][0]):.3f} vs {float(b[2][0]):.3f}"
+                rows.append((arch, mode, f"{prec} ({mine.name} / {theirs.name})" if prec == "defaults" else prec, times, note))
         del ours, tv
         if args.device.startswith("cuda"):
             torch.cuda.empty_cache()
 
     print()
     header = (
-        f"{'model':<10} {'mode':<6} {'lossreg min':>12} {'median':>8} {'torchvision min':>16} {'median':>8} "
-        f"{'ratio med':>10} {'ratio min':>10} {'paired':>7}  target"
+        f"{'model':<10} {'mode':<6} {'precision':<22} {'lossreg min':>12} {'median':>8} {'torchvision min':>16} "
+        f"{'median':>8} {'ratio med':>10} {'ratio min':>10} {'paired':>7}  target"
     )
     print(header)
     print("-" * len(header))
-    for arch, mode, times, note in rows:
+    for arch, mode, prec, times, note in rows:
         o, t = times["lossreg"], times["torchvision"]
         r_med = statistics.median(o) / statistics.median(t)
         r_min = min(o) / min(t)
         r_pair = statistics.median(a / b for a, b in zip(o, t))
-        ok = "ok" if r_med <= TARGETS[mode] else "MISSED"
+        target = TARGETS[args.config][mode]
+        ok = "ok" if r_med <= target else "MISSED"
         print(
-            f"{arch:<10} {mode:<6} {min(o):>10.1f}ms {statistics.median(o):>6.1f}ms {min(t):>14.1f}ms "
-            f"{statistics.median(t):>6.1f}ms {r_med:>10.3f} {r_min:>10.3f} {r_pair:>7.3f}  <= {TARGETS[mode]} {ok}"
+            f"{arch:<10} {mode:<6} {prec:<22} {min(o):>10.1f}ms {statistics.median(o):>6.1f}ms {min(t):>14.1f}ms "
+            f"{statistics.median(t):>6.1f}ms {r_med:>10.3f} {r_min:>10.3f} {r_pair:>7.3f}  <= {target} {ok}"
             + (f"  ({note})" if note else "")
         )
 

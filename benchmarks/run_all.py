@@ -1,7 +1,7 @@
 """Run the loss, assigner, detector and inference benchmarks and write ``benchmarks/RESULTS.md``.
 
-Each benchmark (``bench_losses.py``, ``bench_assigners.py``, ``bench_detectors.py``,
-``bench_inference.py``; see
+Each benchmark (``bench_losses.py``, ``bench_assigners.py``, ``bench_detectors.py`` at R50
+and at the quick start's size, ``profile_step.py``, ``bench_inference.py``; see
 their ``--help``) runs as its own subprocess, one after the other, with this Python. Their
 printed output goes verbatim into RESULTS.md, each with its command line, its running time
 and a summary of the ratios it printed (lossreg against torchvision or against the loop
@@ -70,9 +70,25 @@ BENCHMARKS: dict[str, tuple[str, str, list[str], list[str], bool, bool]] = {
     "detectors": (
         "bench_detectors.py",
         "Detectors: lossreg against torchvision, training step and inference",
-        [],
-        ["--size", "128", "--batch", "1", "--repeat", "3", "--warmup", "1"],
+        ["--precisions", "defaults,fp32"],
+        ["--size", "128", "--batch", "1", "--repeat", "3", "--warmup", "1", "--precisions", "defaults,fp32"],
         True,
+        True,
+    ),
+    "quickstart": (
+        "bench_detectors.py",
+        "Quick-start step: lossreg's quick-start ATSS against torchvision's FCOS of the same size",
+        ["--config", "quickstart", "--precisions", "defaults,fp32,bf16", "--repeat", "20", "--warmup", "2"],
+        ["--config", "quickstart", "--precisions", "defaults,fp32,bf16", "--repeat", "6", "--warmup", "1"],
+        True,
+        True,
+    ),
+    "profile": (
+        "profile_step.py",
+        "Step profile: the network against assignment, losses and the balancer (quick start and R50)",
+        ["--config", "both", "--repeat", "30"],
+        ["--config", "both", "--repeat", "8"],
+        False,
         True,
     ),
     "inference": (
@@ -233,7 +249,7 @@ _INFERENCE_ROW = re.compile(
     r"\s+(yes|NO)\s+(.*)$"
 )
 _DETECTOR_ROW = re.compile(
-    r"^(\w+)\s+(train|infer)\s+[\d.]+ms\s+[\d.]+ms\s+[\d.]+ms\s+[\d.]+ms\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+<=\s*([\d.]+)\s+(ok|MISSED)"
+    r"^(\w+)\s+(train|infer)\s+(?:((?:fp32|bf16|fp16|defaults)(?: \([^)]*\))?)\s+)?[\d.]+ms\s+[\d.]+ms\s+[\d.]+ms\s+[\d.]+ms\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+<=\s*([\d.]+)\s+(ok|MISSED)"
 )
 
 
@@ -262,13 +278,16 @@ def summary_lines(name: str, stdout: str) -> list[str]:
         if shares:
             out.append("assignment as a share of an ATSS-R50 training step: " + ", ".join(
                 f"{a} ({apl} anchor/loc, {g} gts) {p}%" for a, apl, g, p in shares))
-    elif name == "detectors":
+    elif name in ("detectors", "quickstart"):
         for line in lines:
             m = _DETECTOR_ROW.match(line.strip())
             if m:
-                model, mode, med, mn, paired, target, ok = m.groups()
-                out.append(f"{model} {mode}: lossreg / torchvision {med} (medians), {mn} (mins), {paired} (paired); "
+                model, mode, precision, med, mn, paired, target, ok = m.groups()
+                model = f"{model} {mode}" + (f" {precision}" if precision else "")
+                out.append(f"{model}: lossreg / torchvision {med} (medians), {mn} (mins), {paired} (paired); "
                            f"target <= {target}: {ok}")
+    elif name == "profile":
+        out += [line.strip() for line in lines if "outside-network share" in line]
     elif name == "inference":
         for line in lines:
             m = _INFERENCE_ROW.match(line.strip())

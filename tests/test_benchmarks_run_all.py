@@ -49,6 +49,15 @@ model      mode    lossreg min   median  torchvision min   median  ratio med  ra
 -------------------------------------------------------------------------------------------------------
 retinanet  train       310.2ms  320.1ms          305.0ms  318.0ms      1.007      1.017   1.004  <= 1.1 ok  (first loss 1.234 vs 1.230)
 fcos       infer      1120.3ms 1133.4ms         1128.4ms 1137.9ms      0.996      0.993   0.997  <= 1.0 ok  (detections 0 vs 0)
+quickstart train  defaults (bf16 / fp32)      214.5ms  255.8ms          417.8ms  426.6ms      0.600      0.513   0.603  <= 0.85 ok  (first loss 3.003 vs 2.810)
+quickstart train  fp32                        317.6ms  320.3ms          293.4ms  303.2ms      1.056      1.082   1.078  <= 0.85 MISSED  (first loss 3.004 vs 2.810)
+"""
+
+PROFILE_OUT = """torch 2.14.1, cpu (2 threads); config quickstart: batch 8, 128x128, 21 gts
+full step (fwd + losses + bwd)         176.2    158.4  100.0%
+
+quickstart: outside-network share 3.2% (bf16); target < 8%: ok
+r50: outside-network share 5.6% (fp32); target < 5%: MISSED
 """
 
 
@@ -86,6 +95,13 @@ def test_summary_lines_pick_the_ratios(run_all):
     assert run_all.summary_lines("detectors", DETECTORS_OUT) == [
         "retinanet train: lossreg / torchvision 1.007 (medians), 1.017 (mins), 1.004 (paired); target <= 1.1: ok",
         "fcos infer: lossreg / torchvision 0.996 (medians), 0.993 (mins), 0.997 (paired); target <= 1.0: ok",
+        "quickstart train defaults (bf16 / fp32): lossreg / torchvision 0.600 (medians), 0.513 (mins), 0.603 (paired); "
+        "target <= 0.85: ok",
+        "quickstart train fp32: lossreg / torchvision 1.056 (medians), 1.082 (mins), 1.078 (paired); target <= 0.85: MISSED",
+    ]
+    assert run_all.summary_lines("profile", PROFILE_OUT) == [
+        "quickstart: outside-network share 3.2% (bf16); target < 8%: ok",
+        "r50: outside-network share 5.6% (fp32); target < 5%: MISSED",
     ]
     assert run_all.summary_lines("detectors", "no table here") == []
 

@@ -145,3 +145,15 @@ def test_low_quality_gt_argmax_equals_torchvision_matcher(seed):
         got = ours.assign(anchors, [anchors.shape[0]], gts, torch.zeros(12, dtype=torch.long)).gt_inds
         ref = Matcher(pos, neg, allow_low_quality_matches=True)(box_iou(gts, anchors))
         assert got.tolist() == ref.tolist()
+
+
+def test_iou_matrix_broadcasts_leading_dims_as_per_image_box_iou():
+    gen = torch.Generator().manual_seed(1)
+    xy = torch.rand(3, 20, 2, generator=gen) * 100
+    a = torch.cat([xy, xy + 1 + torch.rand(3, 20, 2, generator=gen) * 50], -1)
+    xy = torch.rand(3, 5, 2, generator=gen) * 100
+    b = torch.cat([xy, xy + 1 + torch.rand(3, 5, 2, generator=gen) * 50], -1)
+    out = iou_matrix(a, b)
+    assert out.shape == (3, 20, 5)
+    for i in range(3):
+        assert torch.equal(out[i], box_iou(a[i], b[i]))

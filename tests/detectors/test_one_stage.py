@@ -137,6 +137,7 @@ class _Spy(ClsLoss):
     """Records what the head passes to the classification loss."""
 
     task = "cls"
+    uses_quality = True  # the dense heads compute the quality only for losses that declare it
     seen: dict = {}
 
     def elementwise(self, logits, targets, labels, quality):
@@ -165,6 +166,27 @@ def test_quality_is_iou_for_positives_and_max_iou_for_negatives(temp_register, i
     assert (labels[0][pos] == targets[0]["labels"][gt_inds[pos]]).all()
     assert (labels[0][~pos] == 3).all()  # background = C
     assert (quality[1] == 0).all() and (labels[1] == 3).all()  # no ground truth: all background, quality 0
+
+
+class _NoQualitySpy(ClsLoss):
+    """A loss that does not declare ``uses_quality``: the head skips the IoU work and passes None."""
+
+    task = "cls"
+    seen: dict = {}
+
+    def elementwise(self, logits, targets, labels, quality):
+        _NoQualitySpy.seen["quality"] = quality
+        return nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+
+
+def test_quality_not_computed_for_losses_that_do_not_use_it(temp_register, images):
+    temp_register("loss", _NoQualitySpy, name="spy_no_quality")
+    model = _model(cls_loss="spy_no_quality")
+    model.train()
+    _NoQualitySpy.seen["quality"] = "unset"
+    losses = model(images, _targets())
+    assert _NoQualitySpy.seen["quality"] is None
+    assert all(torch.isfinite(v) for v in losses.values())
 
 
 @pytest.mark.parametrize("name", ["atss_resnet18_fpn", "vfnet_resnet18_fpn"])

@@ -202,3 +202,23 @@ def test_default_run_folder_is_named_after_the_recipe(tiny_recipe, tmp_path, mon
     (run,) = (tmp_path / "runs").iterdir()
     assert run == tmp_path / trainer.run_dir and run.name.startswith("tiny-20")
     assert (run / "recipe.yaml").is_file() and len(read_metrics(run / "metrics.jsonl")) == 1
+
+
+def test_plots_redrawn_at_evaluations_checkpoints_and_the_end_only(tiny_recipe, tmp_path, monkeypatch):
+    """Drawing the plots takes about a second: a short run must not pay it every epoch."""
+    from lossreg.engine import trainer as trainer_module
+
+    drawn: list[int] = []
+    real = trainer_module.plot_metrics
+    monkeypatch.setattr(trainer_module, "plot_metrics", lambda *a, **k: (drawn.append(trainer.iteration), real(*a, **k))[1])
+    recipe = tiny_recipe(train={"epochs": 4, "checkpoint_interval": 3}, eval={"batch_size": 3, "interval": 2})
+    trainer = Trainer(recipe, output_dir=tmp_path)
+    trainer.train()
+    # 3 iterations an epoch: evaluation after epoch 2, numbered checkpoint after 3, the end (finish)
+    assert drawn == [6, 9, 12]
+    assert (tmp_path / "plots" / "losses.png").is_file()
+    drawn.clear()
+    trainer = Trainer(recipe, output_dir=tmp_path / "timed")
+    trainer.plot_every_seconds = 0.0  # between those epochs: at most once per plot_every_seconds
+    trainer.train()
+    assert drawn == [3, 6, 9, 12, 12]

@@ -139,6 +139,17 @@ def _bbox_params(min_visibility: float = 0.0, min_size: float = 0.0) -> A.BboxPa
     )
 
 
+def _clip_and_filter(sample: dict[str, Any], h: int, w: int) -> dict[str, Any]:
+    """``sample`` with its boxes clipped to the ``h x w`` image and those left without area dropped
+    (what an albumentations step with ``clip=True, filter_invalid_bboxes=True`` does to the boxes)."""
+    boxes = np.array(sample["bboxes"], dtype=np.float32).reshape(-1, 4)
+    labels = np.asarray(sample["labels"], dtype=np.int64).reshape(-1)
+    boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, w)
+    boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, h)
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    return {**sample, "bboxes": boxes[keep], "labels": labels[keep]}
+
+
 class DetectionTransforms:
     """Augment (training), resize and pad one sample; see the module docstring.
 
@@ -211,8 +222,13 @@ class DetectionTransforms:
             sample = self.augment(**sample)
         in_h, in_w = sample["image"].shape[:2]
         out_h, out_w = resized_shape(in_h, in_w, self.image_size)
-        sample = self._resizer((out_h, out_w))(**sample)
-        if self.pad is not None:
+        if (out_h, out_w) == (in_h, in_w):
+            # an identity resize: albumentations would copy the image and round-trip the boxes
+            # through normalised coordinates (about 1 ms a sample) only to clip and filter them
+            sample = _clip_and_filter(sample, in_h, in_w)
+        else:
+            sample = self._resizer((out_h, out_w))(**sample)
+        if self.pad is not None and (out_h < self.image_size or out_w < self.image_size):
             sample = self.pad(**sample)
         out_boxes = np.asarray(sample["bboxes"], dtype=np.float32).reshape(-1, 4)
         out_labels = np.asarray(sample["labels"], dtype=np.int64).reshape(-1)

@@ -69,6 +69,7 @@ class ModelEMA:
         d = self.current_decay()
         current = model.state_dict()
         seen: set[tuple[int, tuple[int, ...]]] = set()
+        averaged: dict[tuple[torch.device, torch.dtype], tuple[list[Tensor], list[Tensor]]] = {}
         for key, ema_value in self.module.state_dict().items():
             # A tensor shared under several names (tied weights) is updated once.
             ident = (ema_value.data_ptr(), tuple(ema_value.shape))
@@ -77,9 +78,15 @@ class ModelEMA:
             seen.add(ident)
             value = current[key].detach()
             if key in self.averaged:
-                ema_value.mul_(d).add_(value.to(ema_value.dtype), alpha=1.0 - d)
+                group = averaged.setdefault((ema_value.device, ema_value.dtype), ([], []))
+                group[0].append(ema_value)
+                group[1].append(value.to(ema_value.dtype))
             else:
                 ema_value.copy_(value)
+        # ema += (1 - d) * (value - ema), i.e. d * ema + (1 - d) * value: one fused pass over each
+        # group (the update is memory-bound: ~7 ms a step for a ResNet-18 detector as mul_ + add_)
+        for ema_values, values in averaged.values():
+            torch._foreach_lerp_(ema_values, values, 1.0 - d)
 
     def state_dict(self) -> dict[str, object]:
         """``{"weights": {name: tensor}, "updates": int}`` (CPU copies)."""

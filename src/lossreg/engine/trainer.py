@@ -29,7 +29,9 @@ The run folder (rank 0 writes it; see :mod:`.distributed`)::
                             ``train.keep_last`` are kept (hard links of ``last``: no extra space
                             while they are the same)
     checkpoints/best.*      with ``train.best_metric``: the checkpoint of the best evaluation
-    plots/*.png             losses, balancer weights, learning rate (and validation AP)
+    plots/*.png             losses, balancer weights, learning rate (and validation AP): redrawn at
+                            epochs with an evaluation or a numbered checkpoint, otherwise at most
+                            once a minute, and at the end
     tensorboard/            with ``train.tensorboard``: the same scalars for TensorBoard (:mod:`.tensorboard`)
     metrics.json            the final evaluation and ``train_seconds``, when training ends
     model/                  the trained model in the Hub layout (lossreg.save_pretrained): model.safetensors,
@@ -312,6 +314,7 @@ class Trainer:
         self._sync_normalizer = SyncNormalizer(self.model, self.device) if self.dist.enabled else None
         self.iteration = 0
         self.train_seconds = 0.0
+        self._last_plot = time.monotonic()
         self.last_eval: dict[str, Any] | None = None
         #: ``{"metric", "value", "epoch", "iteration"}`` of the best evaluation (``train.best_metric``)
         self.best: dict[str, Any] | None = None
@@ -682,18 +685,27 @@ class Trainer:
                 weights,
             )
 
+    #: between evaluations and numbered checkpoints the plots are redrawn at most this often (s):
+    #: drawing them takes about a second, which every epoch of a short run would notice
+    plot_every_seconds: float = 60.0
+
     def _end_of_epoch(self, epochs_done: int) -> None:
         final = epochs_done >= self.cfg.epochs
-        if not final and self.val_set is not None and epochs_done % self.recipe.eval.interval == 0:
+        evaluated = not final and self.val_set is not None and epochs_done % self.recipe.eval.interval == 0
+        if evaluated:
             self.run_evaluation(epochs_done)
         if self.is_main:
             self.save_checkpoint("last")
-            if epochs_done % self.cfg.checkpoint_interval == 0:
+            numbered = epochs_done % self.cfg.checkpoint_interval == 0
+            if numbered:
                 self._link_checkpoint(self.run.epoch_checkpoint(epochs_done).name)
                 self.prune_checkpoints()
             if self.best is not None and self.best["iteration"] == self.iteration:
                 self._link_checkpoint("best")
-            plot_metrics(self.metrics_path, self.run.plots)
+            now = time.monotonic()
+            if evaluated or numbered or now - self._last_plot >= self.plot_every_seconds:
+                plot_metrics(self.metrics_path, self.run.plots)
+                self._last_plot = now
         dist_utils.barrier()
 
     # ------------------------------------------------------------------ checkpoints people can manage

@@ -18,11 +18,11 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
-from torchvision.ops import box_iou
+from torch.nn.utils.rnn import pad_sequence
 
 from .._registry import Slot, build_component
 from ..ops.anchors import AnchorGenerator
-from ..ops.geometry import aligned_box_iou
+from ..ops.geometry import aligned_box_iou, iou_matrix
 from ..ops.postprocess import Padded, batched_group_nms, clip_to_sizes, level_topk, pad_per_image, unpad
 from ._checks import check_head_size, check_num_classes, check_postprocess
 from .normalizer import active_normalizer, avg_factor
@@ -37,6 +37,16 @@ def _flatten(level_outputs: Sequence[Tensor], k: int) -> Tensor:
         b, _, h, w = t.shape
         out.append(t.permute(0, 2, 3, 1).reshape(b, -1, k))
     return torch.cat(out, dim=1)
+
+
+def pad_targets(targets: Sequence[dict[str, Tensor]], device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """Ground truths of a batch as ``boxes [B, G_max, 4]`` (float32), ``labels [B, G_max]`` and ``valid [B, G_max]``."""
+    boxes = [t["boxes"].to(device, torch.float32).reshape(-1, 4) for t in targets]
+    labels = [t["labels"].to(device).long().reshape(-1) for t in targets]
+    counts = torch.tensor([len(b) for b in boxes], device=device)
+    g = int(counts.max()) if len(boxes) else 0
+    valid = torch.arange(g, device=device)[None, :] < counts[:, None]
+    return pad_sequence(boxes, batch_first=True), pad_sequence(labels, batch_first=True), valid
 
 
 def balance_terms(head: nn.Module, terms: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -335,34 +345,35 @@ class DenseHead(nn.Module):
         c = self.num_classes
         cls, boxes = out["cls"], out["boxes"]
         device = cls.device
-        labels_all, quality_all, pos_parts = [], [], []
-        for b, (tgt, res) in enumerate(zip(targets, results)):
-            gt_inds = res.gt_inds
-            labels = torch.full_like(gt_inds, c)
-            pos = gt_inds >= 0
-            labels[pos] = tgt["labels"][gt_inds[pos]].to(labels.dtype)
-            labels[gt_inds == -2] = -1
-            pred = boxes[b].detach()
-            quality = torch.zeros(gt_inds.shape[0], device=device)
-            if tgt["boxes"].shape[0] > 0:
-                # negatives: best IoU with any ground truth; positives: IoU with their own
-                quality = box_iou(pred.float(), tgt["boxes"].float()).max(dim=1).values
-                pos_idx = pos.nonzero().squeeze(1)
-                gt_pos = tgt["boxes"][gt_inds[pos_idx]].to(pred.dtype)
-                quality[pos_idx] = aligned_box_iou(pred[pos_idx].float(), gt_pos.float()).clamp(min=0)
-                pos_parts.append((b, pos_idx, gt_pos))
-            labels_all.append(labels)
-            quality_all.append(quality)
-        labels = torch.cat(labels_all)
-        quality = torch.cat(quality_all).clamp(0, 1)
-        num_pos = sum(int(p[1].numel()) for p in pos_parts)
+        # the whole batch at once: the gts padded to [B, G_max], the assignment stacked to [B, N]
+        gt_inds = torch.stack([res.gt_inds for res in results]).to(device)
+        gt_pad, lab_pad, gt_valid = pad_targets(targets, device)
+        pos = gt_inds >= 0
+        labels = torch.full_like(gt_inds, c)
+        if gt_pad.shape[1] > 0:
+            labels = torch.where(pos, lab_pad.gather(1, gt_inds.clamp(min=0)), labels)
+        labels = labels.masked_fill(gt_inds == -2, -1)
+        b_idx, a_idx = pos.nonzero(as_tuple=True)  # image-major, anchors ascending
+        gt_boxes = gt_pad[b_idx, gt_inds[b_idx, a_idx]]
+        pred_boxes = boxes[b_idx, a_idx]
+        quality = None
+        if getattr(self.cls_loss, "uses_quality", True):  # only QFL/VFL/HCRA-C-like losses read it
+            # negatives: best IoU with any ground truth of their image; positives: IoU with their own
+            quality = boxes.new_zeros(gt_inds.shape, dtype=torch.float32)
+            if gt_pad.shape[1] > 0:
+                iou = iou_matrix(boxes.detach().float(), gt_pad).masked_fill_(~gt_valid[:, None, :], 0.0)
+                quality = iou.max(dim=2).values
+            quality[b_idx, a_idx] = aligned_box_iou(pred_boxes.detach().float(), gt_boxes).clamp(min=0)
+            quality = quality.reshape(-1).clamp(0, 1)
+        labels = labels.reshape(-1)
+        num_pos = int(b_idx.numel())
         # normalised over this batch or, in training under DDP or accumulation, the whole batch
         # (lossreg.heads.normalizer); every factor is asked for on every step, before any branch
         image_w, cls_kw, count = None, {}, num_pos
         if self.loss_normalization == "image":
             # torchvision's RetinaNet: image b's rows weigh 1 / max(P_b, 1) and the factors count images
-            image_w = 1.0 / torch.tensor([float(r.num_pos) for r in results], device=device).clamp(min=1.0)
-            cls_kw = {"weight": image_w.repeat_interleave(labels.numel() // len(targets))}
+            image_w = 1.0 / pos.sum(dim=1).float().clamp(min=1.0)
+            cls_kw = {"weight": image_w[:, None].expand(gt_inds.shape).reshape(-1)}
             count = len(targets)
         avg = avg_factor(self, "cls", count, 1.0, self.cls_loss)
         q_avg = avg_factor(self, "quality", count, 1.0, self.quality_loss) if self.has_quality else avg
@@ -378,13 +389,9 @@ class DenseHead(nn.Module):
                 terms["quality"] = out["quality"].sum() * 0.0
             return terms
 
-        b_idx = torch.cat([torch.full_like(p[1], p[0]) for p in pos_parts])
-        a_idx = torch.cat([p[1] for p in pos_parts])
-        gt_boxes = torch.cat([p[2] for p in pos_parts]).float()
         anchors = out["anchors"][a_idx]
         strides = out["strides"][a_idx]
-        pred_boxes = boxes[b_idx, a_idx]
-        pos_labels = labels.view(len(targets), -1)[b_idx, a_idx]
+        pos_labels = labels.view(gt_inds.shape)[b_idx, a_idx]
         scores = cls[b_idx, a_idx, pos_labels].detach().sigmoid()
         q_target = self.quality_target(anchors, pred_boxes.detach().float(), gt_boxes).detach()
 

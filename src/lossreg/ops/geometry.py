@@ -219,19 +219,21 @@ def paired_box_iou(a: Tensor, b: Tensor) -> Tensor:
 
 
 def iou_matrix(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """IoU matrix ``[N, M]`` of xyxy boxes ``[N, 4]`` and ``[M, 4]``, bit-identical to ``torchvision.ops.box_iou``.
+    """IoU matrix ``[..., N, M]`` of xyxy boxes ``[..., N, 4]`` and ``[..., M, 4]`` (leading dims broadcast).
 
-    ``box_iou`` broadcasts ``[N, M, 2]`` corner tensors, whose inner dimension of 2
-    defeats vectorisation on CPU; computing x and y separately on contiguous ``[N, M]``
-    planes (in place where possible) does the same floating-point operations in the
-    same order about three times faster.
+    For 2-D inputs bit-identical to ``torchvision.ops.box_iou``: that broadcasts ``[N, M, 2]``
+    corner tensors, whose inner dimension of 2 defeats vectorisation on CPU; computing x and
+    y separately on contiguous ``[N, M]`` planes (in place where possible) does the same
+    floating-point operations in the same order about three times faster.
     """
-    area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
-    area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
-    w = torch.minimum(boxes1[:, 2:3], boxes2[:, 2]).sub_(torch.maximum(boxes1[:, 0:1], boxes2[:, 0])).clamp_(min=0)
-    h = torch.minimum(boxes1[:, 3:4], boxes2[:, 3]).sub_(torch.maximum(boxes1[:, 1:2], boxes2[:, 1])).clamp_(min=0)
+    area1 = (boxes1[..., 2] - boxes1[..., 0]) * (boxes1[..., 3] - boxes1[..., 1])
+    area2 = (boxes2[..., 2] - boxes2[..., 0]) * (boxes2[..., 3] - boxes2[..., 1])
+    x2, y2 = boxes2[..., None, :, 2], boxes2[..., None, :, 3]
+    x1, y1 = boxes2[..., None, :, 0], boxes2[..., None, :, 1]
+    w = torch.minimum(boxes1[..., 2:3], x2).sub_(torch.maximum(boxes1[..., 0:1], x1)).clamp_(min=0)
+    h = torch.minimum(boxes1[..., 3:4], y2).sub_(torch.maximum(boxes1[..., 1:2], y1)).clamp_(min=0)
     inter = w.mul_(h)
-    union = (area1[:, None] + area2).sub_(inter)
+    union = (area1[..., :, None] + area2[..., None, :]).sub_(inter)
     return inter.div_(union)
 
 
