@@ -116,8 +116,14 @@ def build_variant(arch: str, variant: str, cfg: Config) -> nn.Module:
 
 
 def train_and_evaluate(
-    model: nn.Module, train_set, val_set, seed: int, args: argparse.Namespace, is_torchvision: bool
+    model: nn.Module, train_set, val_set, seed: int, args: argparse.Namespace, is_torchvision: bool,
+    snapshots: list[tuple[int, float, dict[str, torch.Tensor]]] | None = None,
 ) -> dict[str, Any]:
+    """Train ``model`` with the issue's schedule and score its EMA on ``val_set``.
+
+    With ``snapshots``, a copy of the EMA weights is appended at the end of every epoch as
+    ``(iteration, training seconds so far, state_dict)``; copying is off the clock.
+    """
     sampler = ResumableSampler(len(train_set), shuffle=True, seed=seed)
     loader = torch.utils.data.DataLoader(SeededItems(train_set), batch_size=args.batch, sampler=sampler, collate_fn=collate)
     iters_per_epoch = math.ceil(len(train_set) / args.batch)
@@ -146,6 +152,11 @@ def train_and_evaluate(
             sched.step()
             ema.update(model)
             it += 1
+            if snapshots is not None and it % iters_per_epoch == 0:
+                pause = time.perf_counter()
+                state = {k: v.detach().clone() for k, v in ema.module.state_dict().items()}
+                snapshots.append((it, pause - start, state))
+                start += time.perf_counter() - pause
             value = {k: float(v.detach()) for k, v in losses.items()}
             first = first or value
             last.append(float(loss.detach()))
