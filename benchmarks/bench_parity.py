@@ -63,14 +63,13 @@ from _torchvision_twins import Config, build_lossreg, build_torchvision, copy_we
 
 import lossreg  # noqa: E402
 from lossreg.data import build_dataset, collate  # noqa: E402
+from lossreg.engine.ablate.stats import mean_interval as paired  # noqa: E402
 from lossreg.engine.ema import ModelEMA  # noqa: E402
 from lossreg.engine.evaluate import evaluate  # noqa: E402
 from lossreg.engine.sampler import ResumableSampler, SeededItems  # noqa: E402
 from lossreg.engine.schedule import WarmupSchedule  # noqa: E402
 
 DETECTORS = ("fcos", "retinanet")
-# two-sided 95% Student t quantiles by degrees of freedom
-_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
 
 def load_data():
@@ -194,15 +193,6 @@ def run_task(task: tuple[str, int, str], args: argparse.Namespace, data=None) ->
     print(f"  {arch} seed {seed} {variant} ...", file=sys.stderr, flush=True)
     result = train_and_evaluate(model, train_set, val_set, seed, args, variant == "torchvision")
     return {"detector": arch, "seed": seed, "variant": variant, **result}
-
-
-def paired(diffs: list[float]) -> tuple[float, float | None]:
-    """Mean and the half-width of its 95% t-interval (None for one seed)."""
-    mean = statistics.mean(diffs)
-    if len(diffs) < 2:
-        return mean, None
-    t = _T95.get(len(diffs) - 1, 1.96)
-    return mean, t * statistics.stdev(diffs) / math.sqrt(len(diffs))
 
 
 def main() -> None:

@@ -47,9 +47,10 @@ sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
 from _torchvision_twins import Config, build_torchvision  # noqa: E402
-from bench_parity import load_data, paired, train_and_evaluate  # noqa: E402
+from bench_parity import load_data, train_and_evaluate  # noqa: E402
 
 import lossreg  # noqa: E402
+from lossreg.engine.ablate.stats import mean_interval as paired  # noqa: E402
 from lossreg.engine.evaluate import evaluate  # noqa: E402
 from lossreg.engine.trainer import Trainer  # noqa: E402
 

@@ -479,6 +479,8 @@ _ABLATE_EPILOG = """examples:
   lossreg ablate quickstart --swap model.cls_loss=focal,qfl --swap model.assigner=atss,eatss --one-at-a-time
   lossreg ablate quickstart --swap 'model.cls_loss=focal,{name: hcra_c, rci_mode: paper}' --jobs 2
   lossreg ablate quickstart --swap model.balancer=static,alwa1,alwa2 --set train.epochs=12 --dry-run
+  lossreg ablate quickstart --one-at-a-time --swap model.cls_loss=hcra_c --swap model.assigner=eatss \
+      --swap 'model.cls_loss+model.assigner=[hcra_c, eatss]'   # each alone and both together
   lossreg ablate quickstart --swap model.cls_loss=focal,qfl --output runs/abl --summary-only
   torchrun --nproc_per_node=2 -m lossreg ablate quickstart --swap model.cls_loss=focal,qfl --seeds 2
 """
@@ -787,7 +789,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("recipe", help="recipe name (see `lossreg list recipe`) or path to a .yaml file")
     p.add_argument("--swap", action="append", metavar="KEY=V1,V2,...",
-                   help="a recipe field and the values to try, e.g. model.cls_loss=focal,qfl (repeatable)")
+                   help="a recipe field and the values to try, e.g. model.cls_loss=focal,qfl (repeatable); "
+                        "KEY1+KEY2=[v1, v2],... sets several fields together")
     p.add_argument("--one-at-a-time", action="store_true",
                    help="the recipe as it is plus one variant per swapped value, instead of every combination")
     p.add_argument("--seeds", type=int, metavar="N", help="train each variant with seeds 0 .. N-1 [the recipe's seed]")

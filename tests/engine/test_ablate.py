@@ -97,6 +97,9 @@ def test_parse_swaps_yaml_values_mappings_and_repeated_keys():
         (["model.cls_loss=focal,{name: qfl"], "unclosed {"),
         (["model.cls_loss=a: b: c"], "malformed YAML"),
         (["model.cls_loss=focal", "model.cls_loss=qfl,focal"], "value 'focal' is listed twice"),
+        (["model.cls_loss+model.assigner=qfl"], r"must be a list of 2 values, one per field"),
+        (["model.cls_loss+model.assigner=[qfl, atss, eatss]"], r"must be a list of 2 values"),
+        (["model.cls_loss+model.cls_loss=[qfl, vfl]"], "joined twice"),
     ],
 )
 def test_parse_swaps_errors(items, message):
@@ -138,6 +141,21 @@ def test_one_at_a_time_variants_exact():
     ]
     with pytest.raises(AblationError, match="at least one --swap"):
         enumerate_variants([])
+
+
+def test_joined_key_sets_its_fields_together(recipe_file):
+    """One variant changing several fields at once (a paper's components together), next to single swaps."""
+    swaps = parse_swaps(["model.cls_loss=qfl", "model.cls_loss+model.reg_loss=[hcra_c, {name: hcra_r, gamma: 1.5}]"])
+    variants = enumerate_variants(swaps, one_at_a_time=True)
+    joined = variants[2]
+    assert joined.overrides == ('model.cls_loss="hcra_c"', 'model.reg_loss={"name": "hcra_r", "gamma": 1.5}')
+    assert joined.label == "cls_loss+reg_loss=[hcra_c, hcra_r(gamma=1.5)]"
+    assert joined.name.startswith("cls_loss+reg_loss=hcra_c-hcra_r-gamma-1.5-")
+    plan = plan_ablation(recipe_file, ["model.cls_loss+model.reg_loss=[hcra_c, {name: hcra_r, gamma: 1.5}]"],
+                         one_at_a_time=True)
+    recipe = plan.recipes[joined.name]
+    assert recipe.model.cls_loss.name == "hcra_c" and recipe.model.reg_loss.params == {"gamma": 1.5}
+    assert plan.to_dict()["base_values"]["model.cls_loss+model.reg_loss"][0] == plan.base.to_dict()["model"]["cls_loss"]
 
 
 def test_short_keys_fall_back_to_the_full_key_when_two_read_the_same():
@@ -279,8 +297,14 @@ def test_summary_numbers_are_the_run_folders_means_and_stds(recipe_file, tmp_pat
     delta = 100 * (statistics.mean(numbers["cls_loss=qfl"]) - statistics.mean([0.371, 0.385]))
     assert table["qfl"]["ΔAP"] == f"{delta:+.1f}" == "+3.6"
     assert table["qfl"]["time/run"] == "110.0 s"
+    # paired over the seeds both finished (0, 1): differences 4.1 and 1.3 points, t(1 dof) = 12.706
+    diffs = [41.0, 13.0]  # in 0.1 points
+    half = 12.706 * statistics.stdev(diffs) / 2 ** 0.5 / 10
+    assert table["qfl"]["paired ΔAP (95% CI)"] == f"+2.7 [{2.7 - half:+.1f}, {2.7 + half:+.1f}]" == "+2.7 [-15.1, +20.5]"
+    assert table["focal"]["paired ΔAP (95% CI)"] == ""
     saved = json.loads((out / "ablation.json").read_text())
     qfl = next(v for v in saved["variants"] if v["name"] == "cls_loss=qfl")
+    assert qfl["paired_AP"]["seeds"] == [0, 1] and qfl["paired_AP"]["diffs"] == pytest.approx([0.041, 0.013])
     assert [r["metrics"]["AP"] for r in qfl["runs"]] == numbers["cls_loss=qfl"]
     assert qfl["stats"]["AP"]["std"] == pytest.approx(statistics.stdev(numbers["cls_loss=qfl"]))
     assert saved["baseline"] == "cls_loss=focal" and summary["table"] in (out / "ablation.md").read_text()

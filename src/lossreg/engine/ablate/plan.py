@@ -16,7 +16,17 @@ from typing import Any
 from ..._io import atomic_write_text
 from ...recipe import Recipe, RecipeError, load_recipe
 from ..runs import RunFolder
-from .swaps import AblationError, Swap, Variant, _base_display, _variant, parse_swaps, short_keys, split_values
+from .swaps import (
+    AblationError,
+    Swap,
+    Variant,
+    _base_display,
+    _variant,
+    joined_keys,
+    parse_swaps,
+    short_keys,
+    split_values,
+)
 
 PLAN_NAME = "ablation_plan.json"
 PAIRS_NAME = "score_iou_pairs.npz"
@@ -129,6 +139,9 @@ class AblationPlan:
 
 
 def _get_path(data: Mapping[str, Any], dotted: str) -> Any:
+    """The value at ``dotted`` (None if absent); a list of each field's for a joined key ``a.b+c.d``."""
+    if "+" in dotted:
+        return [_get_path(data, part) for part in joined_keys(dotted)]
     node: Any = data
     for key in dotted.split("."):
         if not isinstance(node, Mapping) or key not in node:

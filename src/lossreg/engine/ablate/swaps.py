@@ -76,13 +76,21 @@ class Swap:
     texts: tuple[str, ...]
 
 
+def joined_keys(key: str) -> list[str]:
+    """The fields a swap key sets: ``model.cls_loss`` -> one; ``model.cls_loss+model.assigner`` -> both."""
+    return key.split("+")
+
+
 def parse_swaps(items: Sequence[str]) -> list[Swap]:
     """``["model.cls_loss=focal,qfl", "model.reg_loss=giou", "model.cls_loss=vfl"]`` -> one :class:`Swap` per key.
 
     Values are YAML (as ``--set`` reads them); a repeated key adds its values to the
-    first occurrence's, in order. Raises :class:`AblationError` naming the bad item:
-    no ``=``, an empty key or value, unbalanced brackets or quotes, malformed YAML, a
-    value listed twice for one key.
+    first occurrence's, in order. A joined key ``KEY1+KEY2+...`` changes several fields
+    together (one variant, e.g. all of a paper's components at once): each of its values
+    is a YAML list with one entry per field, ``model.cls_loss+model.assigner=[hcra_c, eatss]``.
+    Raises :class:`AblationError` naming the bad item: no ``=``, an empty key or value,
+    unbalanced brackets or quotes, malformed YAML, a value listed twice for one key, a
+    joined key's value that is not a list of its length.
     """
     keys: list[str] = []
     values: dict[str, list[tuple[Any, str]]] = {}
@@ -91,8 +99,11 @@ def parse_swaps(items: Sequence[str]) -> list[Swap]:
         key = key.strip()
         if not sep or not key:
             raise AblationError(f"bad swap {item!r}: expected KEY=V1,V2,..., e.g. model.cls_loss=focal,qfl")
-        if not all(part.strip() for part in key.split(".")) or any(c.isspace() for c in key):
+        fields = joined_keys(key)
+        if any(not all(part.strip() for part in f.split(".")) for f in fields) or any(c.isspace() for c in key):
             raise AblationError(f"bad swap key {key!r}: expected dotted field names like model.cls_loss")
+        if len(set(fields)) != len(fields):
+            raise AblationError(f"bad swap key {key!r}: a field is joined twice")
         if not raw.strip():
             raise AblationError(f"swap {item!r} lists no values: expected KEY=V1,V2,...")
         try:
@@ -110,6 +121,11 @@ def parse_swaps(items: Sequence[str]) -> list[Swap]:
             except yaml.YAMLError as exc:
                 problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
                 raise AblationError(f"bad value {text!r} in swap {item!r}: malformed YAML ({problem})") from None
+            if len(fields) > 1 and not (isinstance(value, list) and len(value) == len(fields)):
+                raise AblationError(
+                    f"swap {key}: value {text!r} must be a list of {len(fields)} values, one per field "
+                    f"({', '.join(fields)})"
+                )
             if any(_canonical(value) == _canonical(v) for v, _ in values[key]):
                 raise AblationError(f"swap {key}: value {text!r} is listed twice")
             values[key].append((value, text))
@@ -119,7 +135,7 @@ def parse_swaps(items: Sequence[str]) -> list[Swap]:
 def short_keys(keys: Sequence[str]) -> dict[str, str]:
     """Column and folder labels of swap keys: without the section (``model.cls_loss`` -> ``cls_loss``,
     ``train.optimizer.lr`` -> ``optimizer.lr``); the full key where two would read the same."""
-    short = {k: (k.split(".", 1)[1] if "." in k else k) for k in keys}
+    short = {k: "+".join(f.split(".", 1)[1] if "." in f else f for f in joined_keys(k)) for k in keys}
     counts: dict[str, int] = {}
     for s in short.values():
         counts[s] = counts.get(s, 0) + 1
@@ -133,6 +149,8 @@ def display_value(value: Any) -> str:
     if isinstance(value, Mapping) and isinstance(value.get("name"), str):
         params = ", ".join(f"{k}={display_value(v)}" for k, v in value.items() if k != "name")
         return f"{value['name']}({params})" if params else value["name"]
+    if isinstance(value, list) and any(isinstance(v, Mapping) for v in value):  # a joined key's values
+        return "[" + ", ".join(display_value(v) for v in value) + "]"
     text = yaml.safe_dump(value, default_flow_style=True, width=1 << 20).strip()
     return text[: -len("...")].strip() if text.endswith("...") else text
 
@@ -183,5 +201,13 @@ def _variant(picks: Sequence[tuple[Swap, int]], labels: Mapping[str, str]) -> Va
         name=name,
         label=label,
         settings=tuple((s.key, s.values[i]) for s, i in picks),
-        overrides=tuple(f"{s.key}={s.texts[i]}" for s, i in picks),
+        overrides=tuple(o for s, i in picks for o in _overrides(s, i)),
     )
+
+
+def _overrides(swap: Swap, i: int) -> list[str]:
+    """The ``--set`` strings of value ``i`` of ``swap`` (one per field of a joined key)."""
+    fields = joined_keys(swap.key)
+    if len(fields) == 1:
+        return [f"{swap.key}={swap.texts[i]}"]
+    return [f"{f}={json.dumps(v)}" for f, v in zip(fields, swap.values[i])]  # JSON is YAML
