@@ -62,6 +62,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch and onnxruntime CPU threads [torch's default]")
     parser.add_argument("--score-thr", type=float, default=0.05, help="post-processing score threshold [0.05]")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--bf16", choices=("auto", "yes", "no"), default="auto",
+        help="also time lossreg eager under bf16 autocast (auto: on a CPU with native bf16) [auto]",
+    )
     args = parser.parse_args()
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     batches = [int(b) for b in args.batches.split(",") if b.strip()]
@@ -76,7 +80,10 @@ def main() -> None:
         f"{args.size}x{args.size}, 80 classes, score_thr {args.score_thr}, random weights shared with torchvision; "
         f"warmup {args.warmup}, repeat {args.repeat}"
     )
-    rows = []
+    from lossreg.engine.precision import cpu_has_native_bf16
+
+    with_bf16 = args.bf16 == "yes" or (args.bf16 == "auto" and cpu_has_native_bf16())
+    rows, bf16_rows = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for arch in models:
             torch.manual_seed(args.seed)
@@ -102,20 +109,29 @@ def main() -> None:
                     with torch.inference_mode():
                         tv(list(images))
 
+                def eager_bf16(images=images, results=results, ours=ours) -> None:
+                    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+                        results["eager_bf16"] = [int(d["boxes"].shape[0]) for d in ours(images)]
+
                 steps = {"eager": eager, "onnxruntime": ort, "torchvision": torchvision}
+                if with_bf16:
+                    steps["eager_bf16"] = eager_bf16
                 times: dict[str, list[float]] = {k: [] for k in steps}
                 for fn in steps.values():
                     for _ in range(args.warmup):
                         fn()
                 keys = list(steps)
                 for i in range(args.repeat):
-                    order = keys[i % 3 :] + keys[: i % 3]
+                    order = keys[i % len(keys) :] + keys[: i % len(keys)]
                     for k in order:
                         times[k].append(_timed(steps[k]) / batch)
                     print(f"  {arch} batch {batch} round {i + 1}/{args.repeat}: "
                           + ", ".join(f"{k} {times[k][-1]:.0f} ms/img" for k in keys), file=sys.stderr, flush=True)
                 agree = results["eager"] == results["onnxruntime"]["num_detections"].tolist()
                 rows.append((arch, batch, {k: statistics.median(v) for k, v in times.items()}, agree))
+                if with_bf16:
+                    bf16_rows.append((arch, batch, statistics.median(times["eager_bf16"]),
+                                      statistics.median(times["torchvision"]), results["eager_bf16"], results["eager"]))
                 del run
             del ours, tv
 
@@ -131,6 +147,14 @@ def main() -> None:
                    f"onnxrt <= {TARGETS['onnxruntime']} {'ok' if ro <= TARGETS['onnxruntime'] else 'MISSED'}")
         print(f"{arch:<10} {batch:>5} {e:>13.1f} {o:>14.1f} {t:>10.1f} {1e3 / e:>12.2f} {1e3 / o:>13.2f} "
               f"{1e3 / t:>9.2f} {re_:>9.3f} {ro:>10.3f} {'yes' if agree else 'NO':>5}  {verdict}")
+
+    if bf16_rows:
+        print("\nlossreg eager under bf16 autocast (a precision change, not like for like: torchvision runs fp32)")
+        header = f"{'model':<10} {'batch':>5} {'bf16 ms/img':>12} {'tv ms/img':>10} {'bf16/tv':>8}  detections bf16 vs fp32"
+        print(header)
+        print("-" * len(header))
+        for arch, batch, b, t, n_bf16, n_fp32 in bf16_rows:
+            print(f"{arch:<10} {batch:>5} {b:>12.1f} {t:>10.1f} {b / t:>8.3f}  {sum(n_bf16)} vs {sum(n_fp32)}")
 
 
 if __name__ == "__main__":

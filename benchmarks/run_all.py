@@ -248,6 +248,7 @@ _INFERENCE_ROW = re.compile(
     r"^(\w+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)"
     r"\s+(yes|NO)\s+(.*)$"
 )
+_BF16_ROW = re.compile(r"^(\w+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(\d+) vs (\d+)$")
 _DETECTOR_ROW = re.compile(
     r"^(\w+)\s+(train|infer)\s+(?:((?:fp32|bf16|fp16|defaults)(?: \([^)]*\))?)\s+)?[\d.]+ms\s+[\d.]+ms\s+[\d.]+ms\s+[\d.]+ms\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+<=\s*([\d.]+)\s+(ok|MISSED)"
 )
@@ -296,6 +297,12 @@ def summary_lines(name: str, stdout: str) -> list[str]:
                 out.append(f"{model} batch {batch}: images/s eager {ips_e}, onnxruntime {ips_o}, torchvision {ips_t}; "
                            f"time per image / torchvision's: eager {r_e}, onnxruntime {r_o} ({verdict}); "
                            f"same detection counts: {agree}")
+                continue
+            m = _BF16_ROW.match(line.strip())
+            if m:
+                model, batch, _b, _t, ratio, n_bf16, n_fp32 = m.groups()
+                out.append(f"{model} batch {batch}: eager under bf16 autocast / torchvision fp32: {ratio} "
+                           f"(detections {n_bf16} vs {n_fp32} in fp32)")
     return out
 
 

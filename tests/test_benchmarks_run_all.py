@@ -61,6 +61,27 @@ r50: outside-network share 5.6% (fp32); target < 5%: MISSED
 """
 
 
+INFERENCE_OUT = """torch 2.14.1, onnxruntime 1.32.0, cpu (2 threads); 320x320
+
+model      batch  eager ms/img  onnxrt ms/img  tv ms/img  eager img/s  onnxrt img/s  tv img/s  eager/tv  onnxrt/tv agree  targets
+---------------------------------------------------------------------------------------------------------------------------------
+fcos           1        4659.6         3886.1     4624.6         0.21          0.26      0.22     1.008      0.840   yes  eager <= 0.8 MISSED, onnxrt <= 0.5 MISSED
+
+lossreg eager under bf16 autocast (a precision change, not like for like: torchvision runs fp32)
+model      batch  bf16 ms/img  tv ms/img  bf16/tv  detections bf16 vs fp32
+-----------------------------------------------------------------------------
+fcos           1       2700.0     4624.6    0.584  3 vs 3
+"""
+
+
+def test_inference_summary_reads_both_tables(run_all):
+    assert run_all.summary_lines("inference", INFERENCE_OUT) == [
+        "fcos batch 1: images/s eager 0.21, onnxruntime 0.26, torchvision 0.22; time per image / torchvision's: "
+        "eager 1.008, onnxruntime 0.840 (eager <= 0.8 MISSED, onnxrt <= 0.5 MISSED); same detection counts: yes",
+        "fcos batch 1: eager under bf16 autocast / torchvision fp32: 0.584 (detections 3 vs 3 in fp32)",
+    ]
+
+
 def _results(run_all, fail_detectors=False):
     cmds = dict(run_all.build_commands(["losses", "assigners", "detectors"], quick=True, python="/usr/bin/python3"))
     return [

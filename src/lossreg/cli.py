@@ -300,7 +300,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             max_dets=ev.max_dets if ev is not None else 100,
             score_thr=args.score_thr,
             progress=sys.stderr.isatty(),
-            extra={"model": str(args.model), "data": found.name,
+            amp=args.amp,
+            extra={"model": str(args.model), "data": found.name, "amp": args.amp,
                    "image_size": image_size if isinstance(image_size, int) else list(image_size),
                    **({"weights": str(model.weights_path), "weights_ema": model.weights_ema} if args.weights else {})},
         )
@@ -346,7 +347,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     try:
         records = write_predictions(model.to(device), paths, args.out, image_size, score_thr=args.score_thr,
                                     device=device, batch_size=args.batch_size, progress=sys.stderr.isatty(),
-                                    videos=videos, max_frames=args.max_frames)
+                                    videos=videos, max_frames=args.max_frames, amp=args.amp)
     except FileNotFoundError as exc:
         raise CliError(str(exc)) from None
     images = [r for r in records if r.get("type") != "video"]
@@ -741,6 +742,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate these weights (run folder, checkpoint or .safetensors) with the detector of the "
                    "recipe MODEL_OR_RUN; a checkpoint's are the raw weights, not the EMA average model/ holds "
                    "with train.ema")
+    p.add_argument("--amp", choices=("fp32", "bf16", "fp16", "auto"), default="fp32",
+                   help="autocast of the forward: bf16 is ~1.7x faster on a CPU with native bf16 (AVX512-BF16/AMX) "
+                   "with scores that differ in the 3rd digit; auto as train.amp [fp32]")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a field of the model's recipe, e.g. data.val.split=test (repeatable)")
     p.set_defaults(func=cmd_eval)
@@ -762,6 +766,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=4, metavar="N", help="images per batch [4]")
     p.add_argument("--max-frames", type=int, metavar="N", help="read at most N frames of each video [all]")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto [auto]")
+    p.add_argument("--amp", choices=("fp32", "bf16", "fp16", "auto"), default="fp32",
+                   help="autocast of the forward: bf16 is ~1.7x faster on a CPU with native bf16 (AVX512-BF16/AMX) "
+                   "with scores that differ in the 3rd digit; auto as train.amp [fp32]")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(

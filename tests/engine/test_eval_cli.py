@@ -18,7 +18,7 @@ from lossreg.engine.trainer import Trainer
 
 EVAL_FILES = ["detections.json", "metrics.json", "pr_curve.png", "score_iou.png"]
 METRICS = {*METRIC_KEYS, "per_class", "score_iou_correlation", "score_iou_spearman", "score_iou_pairs", "score_thr",
-           "num_images", "num_detections", "model", "data", "image_size"}
+           "num_images", "num_detections", "model", "data", "image_size", "amp"}
 
 
 @pytest.fixture(scope="module")
@@ -207,6 +207,28 @@ def test_predict_a_folder_of_two_images(run, val_coco, tmp_path, capsys):
     assert len(got) == len(expected)
     for (box, score), (want_box, want_score) in zip(got, expected):
         assert box == pytest.approx(want_box, abs=0.01) and score == pytest.approx(want_score, abs=1e-4)
+    capsys.readouterr()
+
+
+def test_predict_and_eval_under_bf16_autocast(run, val_coco, tmp_path, capsys):
+    """--amp bf16 runs the forward in bf16: close to fp32's detections, not bit-identical, recorded in metrics.json."""
+    _, image_dir = val_coco
+    out = {}
+    for amp in ("fp32", "bf16"):
+        out[amp] = tmp_path / amp
+        # the folder's 3 images in one batch: the tiny head's GroupNorm (1 channel a group) on its 1x1 level
+        # needs more than one value, which torch counts over the batch
+        argv = ["predict", str(run), str(image_dir), "--out", str(out[amp]), "--score-thr", "0.001",
+                "--device", "cpu", "--amp", amp]
+        assert main(argv) == 0
+    fp32, bf16 = (json.loads((out[a] / "predictions.json").read_text())[0]["detections"] for a in ("fp32", "bf16"))
+    assert fp32 and bf16 and fp32 != bf16  # autocast was on
+    assert bf16[0]["score"] == pytest.approx(fp32[0]["score"], abs=0.02)
+    assert main(["eval", str(run), "--device", "cpu", "--amp", "bf16", "--output", str(tmp_path / "ev")]) == 0
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["amp"] == "bf16" and 0.0 <= metrics["AP"] <= 1.0
+    with pytest.raises(SystemExit):
+        main(["eval", str(run), "--amp", "int8"])
     capsys.readouterr()
 
 

@@ -23,6 +23,7 @@ from pycocotools.coco import COCO
 from torch import nn
 
 from .evaluate import _category_ids, _quiet, coco_gt_from_set, predict_coco, run_cocoeval, summarize_cocoeval
+from .precision import resolve_precision
 from .voc_metrics import is_voc, voc_metrics
 
 __all__ = ["EvalData", "evaluate_to_folder", "match_labels", "model_image_size", "open_eval_data"]
@@ -210,8 +211,12 @@ def evaluate_to_folder(
     num_workers: int = 0,
     progress: bool = False,
     extra: dict[str, Any] | None = None,
+    amp: str | bool = "fp32",
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``dataset`` and write the results into ``output_dir``.
+
+    ``amp``: the autocast the model runs under (``fp32`` [default]: none; ``bf16``, ``fp16``,
+    ``auto`` as ``train.amp``, :mod:`lossreg.engine.precision`).
 
     Files: ``metrics.json`` (:func:`~lossreg.engine.evaluate.evaluate`'s metrics, then
     ``score_iou_correlation`` (Pearson r), ``score_iou_spearman``, ``score_iou_pairs``, ``score_thr``,
@@ -233,8 +238,9 @@ def evaluate_to_folder(
             gt = COCO(str(ann_file))
     else:
         gt = coco_gt_from_set(data)
-    results = predict_coco(model, dataset, batch_size, device, num_workers=num_workers, progress=progress,
-                           label_map=label_map)
+    dtype = resolve_precision(amp, torch.device(device)).dtype
+    results = predict_coco(model, dataset, batch_size, device, amp=dtype if dtype is not None else False,
+                           num_workers=num_workers, progress=progress, label_map=label_map)
     cat_ids = _category_ids(data)
     ev = run_cocoeval(gt, results, cat_ids, image_ids=[r.image_id for r in data.records], max_dets=max_dets)
     metrics = summarize_cocoeval(ev, data.class_names, cat_ids)

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from .._io import atomic_write_bytes, atomic_write_text
 from ..data import build_transforms, unscale_boxes
+from .precision import resolve_precision
 from .video import VideoWriter, output_suffix, read_video
 
 __all__ = [
@@ -118,16 +119,19 @@ def iter_predictions(
     device: torch.device | str = "cpu",
     batch_size: int = 4,
     progress: bool = False,
+    amp: str | bool = "fp32",
 ) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
     """Per image, ``(rgb, record)``: the ``uint8 [H, W, 3]`` image and
     ``{"file", "width", "height", "detections": [{"box" [x1, y1, x2, y2] px, "score", "label",
     "label_name"}]}`` with the detections scoring at least ``score_thr``, best first.
 
-    ``model`` runs in eval mode on ``device`` (its mode is restored afterwards).
+    ``model`` runs in eval mode on ``device`` (its mode is restored afterwards), under the
+    autocast that ``amp`` names (``fp32`` [default]: none; ``bf16``, ``fp16``, or ``auto``:
+    bf16 where the device runs it natively, as ``train.amp``; :mod:`lossreg.engine.precision`).
     """
     bar = tqdm(total=len(paths), desc="predict", disable=not progress, leave=False)
     frames = ((str(Path(p)), read_image(p)) for p in paths)
-    for rgb, record in iter_frame_predictions(model, frames, image_size, score_thr, device, batch_size):
+    for rgb, record in iter_frame_predictions(model, frames, image_size, score_thr, device, batch_size, amp):
         bar.update(1)
         yield rgb, record
     bar.close()
@@ -141,10 +145,12 @@ def iter_frame_predictions(
     score_thr: float = 0.3,
     device: torch.device | str = "cpu",
     batch_size: int = 4,
+    amp: str | bool = "fp32",
 ) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
     """:func:`iter_predictions` of in-memory frames: ``(name, uint8 [H, W, 3] RGB)`` pairs, read
     lazily ``batch_size`` at a time (a video's frames, a folder's images); ``record["file"]`` is the name."""
     device = torch.device(device)
+    precision = resolve_precision(amp, device)
     transform = build_transforms((), image_size, train=False)
     names = getattr(model, "label_names", None)
     was_training = model.training
@@ -160,7 +166,8 @@ def iter_frame_predictions(
                 sample = transform(rgb, np.zeros((0, 4), np.float32), np.zeros((0,), np.int64))
                 tensors.append(torch.from_numpy(np.ascontiguousarray(sample["image"].transpose(2, 0, 1))).float().div_(255.0))
                 scales.append(sample["scale"])
-            dets = model([t.to(device) for t in tensors])
+            with torch.autocast(device.type, dtype=precision.dtype or torch.float32, enabled=precision.autocast):
+                dets = model([t.to(device) for t in tensors])
             for (name, rgb), scale, det in zip(chunk, scales, dets):
                 h, w = rgb.shape[:2]
                 boxes = unscale_boxes(det["boxes"].float().cpu(), scale, (h, w))
@@ -217,6 +224,7 @@ def write_predictions(
     progress: bool = False,
     videos: Sequence[str | os.PathLike[str]] = (),
     max_frames: int | None = None,
+    amp: str | bool = "fp32",
 ) -> list[dict[str, Any]]:
     """Run :func:`iter_predictions` and write ``out_dir/predictions.json`` (the records, each
     with ``"output"``: its drawn image), and per image ``out_dir/<stem>.jpg`` (drawn) and
@@ -227,7 +235,8 @@ def write_predictions(
     ``videos``: video files (:func:`write_video_predictions`), each
     written as an annotated video ``<stem>.mp4`` (``.gif`` for a GIF) and a JSON per frame
     in ``<stem>/``; their records in predictions.json say where (``"type": "video"``).
-    ``max_frames`` caps the frames read from each video. Returns the records.
+    ``max_frames`` caps the frames read from each video; ``amp`` as :func:`iter_predictions`.
+    Returns the records.
     """
     from PIL import Image
 
@@ -236,7 +245,7 @@ def write_predictions(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     records, taken = [], set()
-    for rgb, record in iter_predictions(model, paths, image_size, score_thr, device, batch_size, progress):
+    for rgb, record in iter_predictions(model, paths, image_size, score_thr, device, batch_size, progress, amp):
         name = _unique_name(Path(record["file"]).stem, taken)
         buf = io.BytesIO()
         Image.fromarray(draw_detections(rgb, record["detections"])).save(buf, format="JPEG", quality=90)
@@ -246,7 +255,7 @@ def write_predictions(
         logger.debug("%s: %d detections", record["file"], len(record["detections"]))
     for video in videos:
         records.append(write_video_predictions(model, video, out, image_size, score_thr, device, batch_size,
-                                               progress, taken=taken, max_frames=max_frames))
+                                               progress, taken=taken, max_frames=max_frames, amp=amp))
     atomic_write_text(out / "predictions.json", json.dumps(records, indent=2) + "\n")
     return records
 
@@ -263,6 +272,7 @@ def write_video_predictions(
     progress: bool = False,
     taken: set[str] | None = None,
     max_frames: int | None = None,
+    amp: str | bool = "fp32",
 ) -> dict[str, Any]:
     """Detect objects in every frame of a video; write the annotated video and a JSON per frame.
 
@@ -291,7 +301,7 @@ def write_video_predictions(
     bar = tqdm(total=count, desc=f"predict {path.name}", disable=not progress, leave=False)
     try:
         named = ((f"{path}#{i}", frame) for i, frame in enumerate(frames))
-        for rgb, record in iter_frame_predictions(model, named, image_size, score_thr, device, batch_size):
+        for rgb, record in iter_frame_predictions(model, named, image_size, score_thr, device, batch_size, amp):
             writer.write(draw_detections(rgb, record["detections"]))
             frame_record = {"file": str(path), "frame": n, "time": round(n / fps, 4), **{k: v for k, v in record.items()
                                                                                          if k != "file"}}
