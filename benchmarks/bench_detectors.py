@@ -4,8 +4,8 @@ Models: ``retinanet_resnet50_fpn`` and ``fcos_resnet50_fpn`` of lossreg against
 ``torchvision.models.detection.retinanet_resnet50_fpn`` / ``fcos_resnet50_fpn``, in one
 process, on the same input tensor, batch, number of classes (80) and ground truths
 (``--gts`` random boxes per image), with random weights (``weights=None,
-weights_backbone=None``). Targets (issue): training step <= 1.1x torchvision,
-inference <= 1.0x.
+weights_backbone=None``). Targets (issue 18): training step <= 0.9x torchvision at R50
+(<= 0.85x at the quick-start size), inference <= 1.0x.
 
 Fairness:
   * Same weights: torchvision's detector is built with random weights and lossreg's gets a
@@ -14,8 +14,8 @@ Fairness:
     same features and logits and post-processing sees the same candidates. The first
     training loss of each is printed as a cross-check (they differ only as far as the
     differences listed below make them). ``--own-init`` keeps lossreg's
-    own initialisation instead (timm zero-initialises the last BatchNorm of each residual
-    block, torchvision does not, so the two then score different candidates).
+    own initialisation instead (another random draw of the same kind of init, so
+    the two then score different candidates).
   * torchvision resizes inside the model (``GeneralizedRCNNTransform``): it gets
     ``min_size = max_size = --size`` so that square ``--size`` inputs keep their size
     (its bilinear resize at scale 1 and its batching copy stay in its time). Both models
@@ -53,26 +53,11 @@ Differences that remain between the implementations:
   * lossreg's backbone is timm's ``resnet50`` (``features_only``), torchvision's its own;
     both run the same convolutions.
 
-Figures (2-core CPU shared with other work, torch 2.15.0, torchvision 0.29.2, timm 1.0.31;
-batch 2, 512x512, 10 gts/image, repeat 10; ms, lossreg / torchvision):
-
-    defaults (score_thr 0.05)   lossreg min / med    torchvision min / med   ratio med  min  paired
-    retinanet train             4250.7 / 4361.8      4226.1 / 4353.2         1.002  1.006  1.009
-    retinanet infer             1279.6 / 1285.3      1285.6 / 1299.1         0.989  0.995  0.991
-    fcos      train             3731.6 / 3768.3      3705.9 / 3775.3         0.998  1.007  0.998
-    fcos      infer             1120.3 / 1133.4      1128.4 / 1137.9         0.996  0.993  0.997
-    --score-thr 0 (every candidate through top-k and NMS, 200 detections each)
-    retinanet infer             1394.8 / 1473.7      1378.1 / 1475.8         0.999  1.012  0.992
-    fcos      infer             1222.2 / 1333.4      1195.5 / 1348.7         0.989  1.022  0.992
-
-More than 97% of either step is the same convolutions; the two agree to within the
-run-to-run noise (about 1-3% here). Of the rest (assignment, losses, flattening,
-post-processing), the one part clearly slower in lossreg is RetinaNet's ``max_iou``
-assignment: 16-18 ms per batch at 512x512 and 8-9 ms at 128x128, against 7-10 ms and
-about 1 ms for torchvision's ``box_iou`` + ``Matcher`` (10 gts per image). That is 0.4% of
-a training step at 512x512 on this CPU and 2-5% at 128x128 (ratio 1.03-1.05 there); on a
-GPU, where the convolutions shrink and the assigner's many small kernels and host syncs
-do not, it is the part to watch.
+Results: ``benchmarks/RESULTS.md`` (``run_all.py`` runs this script at ``r50`` and at
+``quickstart``). In short, on a 2-core CPU with native bf16: like for like (both fp32, or
+both bf16) the two run within a few percent of each other, since more than 95% of either
+step is the same convolutions; with each library's defaults (lossreg's bf16 autocast,
+torchvision's fp32) lossreg's step takes 0.5-0.65x torchvision's.
 
 Configurations (``--config``):
   * ``r50`` [default]: the two ResNet-50 detectors above.

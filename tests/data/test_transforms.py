@@ -104,3 +104,45 @@ def test_bad_augment_specs_are_named_with_suggestions():
         build_transforms(["BboxParams"], 64)  # an albumentations class, but not a transform
     with pytest.raises(ValueError, match=r"\[H, W, 3\]"):
         build_transforms([], 64)(np.zeros((8, 8), np.uint8), [], [])
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.floats(-20, 80), st.floats(-20, 80), st.floats(0, 60), st.floats(0, 60)), max_size=6),
+       st.booleans())
+def test_identity_resize_shortcut_equals_albumentations(raw, ignore_last):
+    """An image already at the output size skips albumentations' resize and pad: same image, same boxes kept."""
+    transform = build_transforms((), 64, train=False)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in raw], np.float32).reshape(-1, 4)
+    # albumentations refuses boxes with no area before clipping; the readers never produce them
+    boxes = boxes[(boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])]
+    labels = np.arange(len(boxes), dtype=np.int64)
+    ignore = boxes[-1:] if ignore_last and len(boxes) else None
+    got = transform(image, boxes, labels, ignore)
+    # the long way: albumentations' resize and pad on the same sample
+    all_boxes = np.concatenate([boxes, np.zeros((0, 4), np.float32) if ignore is None else ignore])
+    all_labels = np.concatenate([labels, np.full(0 if ignore is None else 1, -1, np.int64)])
+    sample = transform._resizer((64, 64))(image=image, bboxes=all_boxes, labels=all_labels)
+    sample = transform.pad(**sample)
+    want_boxes = np.asarray(sample["bboxes"], np.float32).reshape(-1, 4)
+    want_labels = np.asarray(sample["labels"], np.int64)
+    assert np.array_equal(got["image"], sample["image"])
+    assert np.array_equal(got["labels"], want_labels[want_labels >= 0])
+    np.testing.assert_allclose(got["boxes"], want_boxes[want_labels >= 0], atol=1e-4)
+    np.testing.assert_allclose(got["ignore_boxes"], want_boxes[want_labels < 0], atol=1e-4)
+    assert got["scale"] == (1.0, 1.0)
+
+
+def test_identity_resize_does_not_run_albumentations(monkeypatch):
+    transform = build_transforms((), 64, train=False)
+
+    def refuse(shape):
+        raise AssertionError(f"albumentations resize to {shape} for an image already 64 x 64")
+
+    monkeypatch.setattr(transform, "_resizer", refuse)
+    monkeypatch.setattr(transform, "pad", None)
+    out = transform(np.zeros((64, 64, 3), np.uint8), np.array([[-5.0, 10.0, 30.0, 70.0]]), np.array([2]))
+    assert out["boxes"].tolist() == [[0.0, 10.0, 30.0, 64.0]] and out["labels"].tolist() == [2]
+    with pytest.raises(AssertionError, match="albumentations resize"):
+        transform(np.zeros((32, 32, 3), np.uint8), np.zeros((0, 4)), np.zeros((0,), np.int64))

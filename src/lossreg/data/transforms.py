@@ -144,9 +144,10 @@ def _clip_and_filter(sample: dict[str, Any], h: int, w: int) -> dict[str, Any]:
     (what an albumentations step with ``clip=True, filter_invalid_bboxes=True`` does to the boxes)."""
     boxes = np.array(sample["bboxes"], dtype=np.float32).reshape(-1, 4)
     labels = np.asarray(sample["labels"], dtype=np.int64).reshape(-1)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])  # albumentations drops < 1e-7 px^2 unclipped
     boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, w)
     boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, h)
-    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    keep = (area >= 1e-7) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     return {**sample, "bboxes": boxes[keep], "labels": labels[keep]}
 
 
@@ -228,7 +229,8 @@ class DetectionTransforms:
             sample = _clip_and_filter(sample, in_h, in_w)
         else:
             sample = self._resizer((out_h, out_w))(**sample)
-        if self.pad is not None and (out_h < self.image_size or out_w < self.image_size):
+        side = self.image_size if isinstance(self.image_size, int) else None  # the pad exists for a square size only
+        if self.pad is not None and side is not None and (out_h < side or out_w < side):
             sample = self.pad(**sample)
         out_boxes = np.asarray(sample["bboxes"], dtype=np.float32).reshape(-1, 4)
         out_labels = np.asarray(sample["labels"], dtype=np.int64).reshape(-1)
