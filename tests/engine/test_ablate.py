@@ -482,3 +482,47 @@ def test_results_archive_of_another_recipe_is_refused(recipe_file, tmp_path, cap
     err = capsys.readouterr().err
     assert code == 2 and f"{results / 'cls_loss=focal' / 'seed0'} was trained with a different recipe" in err
     assert not (tmp_path / "b" / "cls_loss=focal").exists()  # nothing restored from a mismatching archive
+
+
+def test_parallel_runs_are_archived_as_each_finishes(recipe_file, tmp_path, monkeypatch):
+    """--jobs 2 with --results: a finished run reaches the archive before the others end (a stopped session keeps it)."""
+    from lossreg.engine.ablate import run as run_module
+
+    plan = plan_ablation(recipe_file, ["model.cls_loss=focal,qfl,vfl"], output_dir=tmp_path / "out")
+    ablate.write_plan(plan)
+    finished_when: dict[str, list[str]] = {}
+
+    class FakeProc:
+        """Ends at once; vfl fails. A successful one leaves the files a real run writes."""
+
+        def __init__(self, cmd, **kwargs):
+            self.dir = cmd[cmd.index("--worker") + 2]
+            self.code = 1 if "vfl" in self.dir else 0
+            if self.code == 0:
+                folder = plan.output_dir / self.dir
+                (folder / "eval-val").mkdir(parents=True, exist_ok=True)
+                (folder / "metrics.json").write_text(json.dumps({"AP": 0.5}))
+                (folder / "recipe.yaml").write_text("name: tiny\n")
+                (folder / "eval-val" / "metrics.json").write_text("{}")
+
+        def poll(self):
+            return self.code
+
+        def terminate(self):  # pragma: no cover - nothing is left running
+            pass
+
+    monkeypatch.setattr(run_module.subprocess, "Popen", FakeProc)
+    real_archive = run_module.archive_run
+
+    def spy(src, dst, eval_dir):
+        finished_when[Path(dst).relative_to(tmp_path / "results").as_posix()] = sorted(
+            p.parent.relative_to(tmp_path / "results").as_posix() for p in (tmp_path / "results").rglob("metrics.json")
+            if p.parent.name.startswith("seed"))
+        return real_archive(src, dst, eval_dir)
+
+    monkeypatch.setattr(run_module, "archive_run", spy)
+    summary = run_module.run_ablation(plan, jobs=2, say=lambda line: None, results=tmp_path / "results")
+    assert summary["failed"] == ["cls_loss=vfl/seed0"]
+    assert list(finished_when) == ["cls_loss=focal/seed0", "cls_loss=qfl/seed0"]  # each as it finished
+    assert finished_when["cls_loss=qfl/seed0"] == ["cls_loss=focal/seed0"]  # focal archived before qfl ended
+    assert (tmp_path / "results" / "cls_loss=qfl" / "seed0" / "metrics.json").is_file()

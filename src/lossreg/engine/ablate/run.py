@@ -131,8 +131,11 @@ def _log_tail(path: Path, lines: int = 5) -> str:
 
 
 def _run_parallel(
-    plan: AblationPlan, todo: list[Run], jobs: int, device: str | None, say: Callable[[str], None]
+    plan: AblationPlan, todo: list[Run], jobs: int, device: str | None, say: Callable[[str], None],
+    on_finished: Callable[[Run], None] | None = None,
 ) -> list[str]:
+    """Train ``todo`` as ``jobs`` subprocesses at a time; ``on_finished(run)`` after each that succeeded.
+    Returns the runs that failed."""
     plan_path = plan.output_dir / PLAN_NAME
     threads = _threads_per_job(jobs)
     gpus = _gpu_slots(device, plan)
@@ -173,6 +176,8 @@ def _run_parallel(
                 took = time.perf_counter() - start
                 if code == 0:
                     say(f"finished {run.dir} [{done}/{len(todo)}] in {took:.0f} s{_ap_note(plan.run_dir(run))}")
+                    if on_finished is not None:
+                        on_finished(run)
                 else:
                     failed.append(run.dir)
                     tail = _log_tail(plan.run_dir(run) / LOG_NAME)
@@ -242,8 +247,12 @@ def run_ablation(
     if main:
         say(f"{len(plan.runs)} runs in {plan.output_dir}: {skipped} finished already, {len(todo)} to do")
     failed: list[str] = []
+    def archive(run: Run) -> None:  # a long ablation stopped early keeps what it finished
+        if results is not None:
+            archive_run(plan.run_dir(run), Path(results) / run.dir, eval_dir_name(plan.recipe_of(run)))
+
     if jobs > 1 and todo:
-        failed = _run_parallel(plan, todo, jobs, device, say)
+        failed = _run_parallel(plan, todo, jobs, device, say, on_finished=archive)
     else:
         for k, run in enumerate(todo, 1):
             run_dir = plan.run_dir(run)
@@ -265,8 +274,7 @@ def run_ablation(
                 continue
             if main:
                 say(f"finished {run.dir} in {time.perf_counter() - start:.0f} s{_ap_note(run_dir)}")
-                if results is not None:
-                    archive_run(run_dir, Path(results) / run.dir, eval_dir_name(plan.recipe_of(run)))
+                archive(run)
     if not main:
         return None  # type: ignore[return-value]
     if results is not None:
