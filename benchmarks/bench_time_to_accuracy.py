@@ -110,7 +110,8 @@ def first_reaching(curve: list[dict[str, float]], ap: float) -> float | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default="0,1", help="comma-separated seeds [0,1]")
-    parser.add_argument("--recipe", default="quickstart", help="lossreg's side [quickstart]")
+    parser.add_argument("--recipe", default="quickstart",
+                        help="lossreg's side: a recipe with the quick start's data section [quickstart]")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads [torch's default]")
     parser.add_argument("--output", default=None, help="JSON path [benchmarks/results/time-to-accuracy-<time>.json]")
     parser.add_argument("--plot", default=None, help="also draw AP against training seconds to this PNG")
@@ -120,6 +121,9 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     recipe = lossreg.load_recipe(args.recipe)
     opt = recipe.train.optimizer
+    if recipe.data != lossreg.load_recipe("quickstart").data:
+        raise SystemExit(f"--recipe {args.recipe}: its data section differs from the quick start's, on which "
+                         "torchvision's side trains (bench_parity.load_data); give a recipe with the same data")
     data = load_data()  # the quick start's train and val splits, as lossreg's trainer builds them
     # torchvision's loop takes the recipe's settings
     loop = argparse.Namespace(
