@@ -301,7 +301,7 @@ def test_summary_numbers_are_the_run_folders_means_and_stds(recipe_file, tmp_pat
     diffs = [41.0, 13.0]  # in 0.1 points
     half = 12.706 * statistics.stdev(diffs) / 2 ** 0.5 / 10
     assert table["qfl"]["paired ΔAP (95% CI)"] == f"+2.7 [{2.7 - half:+.1f}, {2.7 + half:+.1f}]" == "+2.7 [-15.1, +20.5]"
-    assert table["focal"]["paired ΔAP (95% CI)"] == ""
+    assert table["focal"]["paired ΔAP (95% CI)"] == "" and table["qfl"]["verdict"] == "no effect resolvable"
     saved = json.loads((out / "ablation.json").read_text())
     qfl = next(v for v in saved["variants"] if v["name"] == "cls_loss=qfl")
     assert qfl["paired_AP"]["seeds"] == [0, 1] and qfl["paired_AP"]["diffs"] == pytest.approx([0.041, 0.013])
@@ -311,6 +311,15 @@ def test_summary_numbers_are_the_run_folders_means_and_stds(recipe_file, tmp_pat
     assert "Not finished: `cls_loss=focal/seed2`" in (out / "ablation.md").read_text()
     for png in ("ablation_ap.png", "score_iou_grid.png"):
         assert (out / png).read_bytes().startswith(b"\x89PNG")
+
+
+def test_verdict_from_the_paired_interval():
+    from lossreg.engine.ablate.summary import verdict
+
+    assert verdict({"mean": 0.02, "ci95": 0.01}) == "helped"
+    assert verdict({"mean": -0.02, "ci95": 0.015}) == "hurt"
+    assert verdict({"mean": 0.02, "ci95": 0.03}) == "no effect resolvable"
+    assert verdict({"mean": 0.02, "ci95": None}) == verdict(None) == "–"
 
 
 def test_one_at_a_time_of_two_keys_prints_one_table_per_key(recipe_file, tmp_path):

@@ -90,18 +90,19 @@ def _changed(variant: Mapping[str, Any]) -> set[str]:
 
 
 def _table(swaps: Sequence[Mapping[str, Any]], variants: Sequence[Mapping[str, Any]]) -> str:
-    header = [s["label"] for s in swaps] + list(METRIC_KEYS) + ["ΔAP", "paired ΔAP (95% CI)", "score-IoU r",
-                                                               "time/run", "runs"]
+    header = [s["label"] for s in swaps] + list(METRIC_KEYS) + ["ΔAP", "paired ΔAP (95% CI)", "verdict",
+                                                               "score-IoU r", "time/run", "runs"]
     align = ["---"] * len(swaps) + ["---:"] * (len(header) - len(swaps))
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     for v in variants:
         cells = [_cell(v["values"][s["key"]]) for s in swaps]
         cells += [_pct(v["stats"][k]) for k in METRIC_KEYS]
         if v["is_baseline"]:
-            cells += ["baseline", ""]
+            cells += ["baseline", "", ""]
         else:
             cells.append("–" if v["delta_AP"] is None else f"{100 * v['delta_AP']:+.1f}")
             cells.append(_paired_cell(v["paired_AP"]))
+            cells.append(verdict(v["paired_AP"]))
         cells.append(_corr(v["stats"]["score_iou_r"]))
         cells.append(_duration(v["stats"]["train_seconds"]["mean"]))
         cells.append(f"{v['finished']}/{len(v['runs'])}")
@@ -117,6 +118,15 @@ def _paired_cell(paired: Mapping[str, Any] | None) -> str:
         return f"{mean:+.1f} (1 seed)"
     half *= 100
     return f"{mean:+.1f} [{mean - half:+.1f}, {mean + half:+.1f}]"
+
+
+def verdict(paired: Mapping[str, Any] | None) -> str:
+    """``helped`` / ``hurt`` when the 95% interval of the paired difference excludes 0, else ``no effect
+    resolvable``; ``–`` without an interval (fewer than two paired seeds)."""
+    if not paired or paired["ci95"] is None:
+        return "–"
+    lo, hi = paired["mean"] - paired["ci95"], paired["mean"] + paired["ci95"]
+    return "helped" if lo > 0 else "hurt" if hi < 0 else "no effect resolvable"
 
 
 def paired_difference(variant: Mapping[str, Any], baseline: Mapping[str, Any], key: str = "AP") -> dict[str, Any] | None:
@@ -197,6 +207,7 @@ def summarize(output_dir: str | os.PathLike[str]) -> dict[str, Any]:
         a, b = v["stats"]["AP"]["mean"], base["stats"]["AP"]["mean"] if base else None
         v["delta_AP"] = None if v["is_baseline"] or a is None or b is None else a - b
         v["paired_AP"] = None if v["is_baseline"] or base is None else paired_difference(v, base)
+        v["verdict"] = None if v["is_baseline"] else verdict(v["paired_AP"])
     summary: dict[str, Any] = {
         "format": "lossreg-ablation-summary-1",
         "recipe": plan["recipe"], "recipe_name": plan.get("recipe_name"), "command": plan.get("command"),
@@ -231,8 +242,9 @@ def _markdown(summary: Mapping[str, Any]) -> str:
         "AP, AP50, AP75, APs, APm, APl: COCO box AP of the final model on the validation split, in %, "
         "mean ± sample standard deviation over the seeds (no ± with one seed). ΔAP: mean AP minus the "
         "baseline's, in points. paired ΔAP: the mean over seeds of (variant AP - baseline AP of the same "
-        "seed: same initial weights and data order), with its two-sided 95% Student-t interval; an "
-        "interval that contains 0 resolves no effect. score-IoU r: Pearson correlation of each detection's score with its IoU "
+        "seed: same initial weights and data order), with its two-sided 95% Student-t interval; verdict: "
+        "helped or hurt when that interval excludes 0, else no effect resolvable (no correction for the "
+        "number of variants). score-IoU r: Pearson correlation of each detection's score with its IoU "
         f"to the best ground truth of its class (HCRAL figure 3a; score ≥ {SCORE_THR:g}). time/run: mean "
         "training time. runs: finished / planned."
     )
