@@ -42,10 +42,11 @@ class Timers:
         self.total: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
 
-    def wrap(self, owner: object, name: str, label: str) -> None:
-        fn = getattr(owner, name)
+    def timed(self, fn, label: str):
+        """``fn`` wrapped to add its wall time and calls to ``label`` (``functools.wraps`` keeps what
+        others put on a method: the LR scheduler marks ``optimizer.step``)."""
 
-        @functools.wraps(fn)  # keeps what others put on the method (the LR scheduler marks optimizer.step)
+        @functools.wraps(fn)
         def timed(*args, **kwargs):
             t0 = time.perf_counter()
             try:
@@ -54,7 +55,11 @@ class Timers:
                 self.total[label] += time.perf_counter() - t0
                 self.calls[label] += 1
 
-        setattr(owner, name, timed)
+        return timed
+
+    def wrap(self, owner: object, name: str, label: str) -> None:
+        """Shadow ``owner.name`` with its timed version."""
+        setattr(owner, name, self.timed(getattr(owner, name), label))
 
 
 class TimedLoader:
@@ -107,7 +112,7 @@ def main() -> None:
         timers.wrap(trainer, "run_evaluation", "evaluation")
         timers.wrap(trainer, "save_checkpoint", "checkpoint")
         original_plot = trainer_module.plot_metrics
-        trainer_module.plot_metrics = lambda *a, **k: _timed_call(timers, "plots", original_plot, *a, **k)
+        trainer_module.plot_metrics = timers.timed(original_plot, "plots")
         iters = trainer.iters_per_epoch * args.epochs
         t0 = time.perf_counter()
         try:
@@ -142,15 +147,6 @@ def main() -> None:
     for name, value in rows:
         print(f"{name:<36}{value:>9.2f}{value / wall:>8.1%}{value / iters * 1e3:>9.1f}")
     print(f"{'wall time':<36}{wall:>9.2f}{1:>8.1%}{wall / iters * 1e3:>9.1f}")
-
-
-def _timed_call(timers: Timers, label: str, fn, *args, **kwargs):
-    t0 = time.perf_counter()
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        timers.total[label] += time.perf_counter() - t0
-        timers.calls[label] += 1
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
 from bench_detectors import quickstart_batch  # noqa: E402
+from profile_epoch import Timers  # noqa: E402
 
 import lossreg  # noqa: E402
 from lossreg.engine.precision import resolve_precision  # noqa: E402
@@ -66,36 +67,25 @@ def r50_batch(batch: int) -> tuple[nn.Module, torch.Tensor, list[dict[str, torch
 class PartTimer:
     """Wall-clock totals of the head's methods while installed (instance attributes shadow the class's)."""
 
+    NAMES = {"forward": "head towers", "flat_outputs": "flat_outputs", "assign": "assign",
+             "loss_terms": "loss_terms", "balance": "balance"}
+
     def __init__(self, head: nn.Module) -> None:
         self.head = head
-        self.totals: dict[str, float] = defaultdict(float)
-
-    def _wrap(self, name: str, label: str) -> None:
-        fn = getattr(self.head, name)
-
-        def timed(*args, **kwargs):
-            t0 = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.totals[label] += time.perf_counter() - t0
-
-        setattr(self.head, name, timed)
+        self.timers = Timers()
 
     def install(self) -> PartTimer:
-        self._wrap("forward", "head towers")
-        self._wrap("flat_outputs", "flat_outputs")
-        for name in ("assign", "loss_terms", "balance"):
-            self._wrap(name, name)
+        for name, label in self.NAMES.items():
+            self.timers.wrap(self.head, name, label)
         return self
 
     def remove(self) -> None:
-        for name in ("forward", "flat_outputs", "assign", "loss_terms", "balance"):
+        for name in self.NAMES:
             self.head.__dict__.pop(name, None)
 
     def take(self) -> dict[str, float]:
-        t = dict(self.totals)
-        self.totals.clear()
+        t = dict(self.timers.total)
+        self.timers.total.clear()
         t["flatten+decode"] = t.pop("flat_outputs", 0.0) - t.get("head towers", 0.0)
         return t
 
