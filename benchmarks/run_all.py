@@ -1,7 +1,8 @@
 """Run the loss, assigner, detector and inference benchmarks and write ``benchmarks/RESULTS.md``.
 
 Each benchmark (``bench_losses.py``, ``bench_assigners.py``, ``bench_detectors.py`` at R50
-and at the quick start's size, ``profile_step.py``, ``bench_inference.py``; see
+and at the quick start's size, ``profile_step.py``, ``bench_inference.py``,
+``profile_inference.py``; see
 their ``--help``) runs as its own subprocess, one after the other, with this Python. Their
 printed output goes verbatim into RESULTS.md, each with its command line, its running time
 and a summary of the ratios it printed (lossreg against torchvision or against the loop
@@ -96,6 +97,14 @@ BENCHMARKS: dict[str, tuple[str, str, list[str], list[str], bool, bool]] = {
         "Inference: lossreg eager, lossreg exported to ONNX (onnxruntime, CPU) and torchvision, batch 1 and 8",
         [],
         ["--size", "256", "--batches", "1,8", "--repeat", "2", "--warmup", "1"],
+        False,
+        True,
+    ),
+    "inference_profile": (
+        "profile_inference.py",
+        "Inference profile: convolutions against the rest, and the floor they set on the ratios",
+        ["--repeat", "5"],
+        ["--size", "256", "--repeat", "2"],
         False,
         True,
     ),
@@ -249,6 +258,9 @@ _INFERENCE_ROW = re.compile(
     r"\s+(yes|NO)\s+(.*)$"
 )
 _BF16_ROW = re.compile(r"^(\w+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(\d+) vs (\d+)$")
+_FLOOR_ROW = re.compile(
+    r"^(\w+)\s+(lossreg eager|onnxruntime)\s+[\d.]+\s+[\d.]+\s+([\d.]+)%\s+[\d.]+\s+([\d.]+)\s+<= ([\d.]+): (.*)$"
+)
 _DETECTOR_ROW = re.compile(
     r"^(\w+)\s+(train|infer)\s+(?:((?:fp32|bf16|fp16|defaults)(?: \([^)]*\))?)\s+)?[\d.]+ms\s+[\d.]+ms\s+[\d.]+ms\s+[\d.]+ms\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+<=\s*([\d.]+)\s+(ok|MISSED)"
 )
@@ -303,6 +315,13 @@ def summary_lines(name: str, stdout: str) -> list[str]:
                 model, batch, _b, _t, ratio, n_bf16, n_fp32 = m.groups()
                 out.append(f"{model} batch {batch}: eager under bf16 autocast / torchvision fp32: {ratio} "
                            f"(detections {n_bf16} vs {n_fp32} in fp32)")
+    elif name == "inference_profile":
+        for line in lines:
+            m = _FLOOR_ROW.match(line.strip())
+            if m:
+                model, side, share, floor, target, verdict = m.groups()
+                out.append(f"{model} {side}: convolutions {share}% of its time; with nothing else it would take "
+                           f"{floor}x torchvision's time (target <= {target}: {verdict})")
     return out
 
 
