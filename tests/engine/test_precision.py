@@ -29,6 +29,19 @@ def test_auto_on_a_cpu_follows_native_bf16(native_bf16):
     assert p.dtype is None and p.name == "fp32" and not p.autocast
 
 
+def test_forced_bf16_on_a_cpu_without_native_bf16_warns(native_bf16, caplog):
+    native_bf16(False)
+    with caplog.at_level("WARNING", logger="lossreg.engine.precision"):
+        p = resolve_precision("bf16", "cpu")
+    assert p.dtype is torch.bfloat16 and "emulated" in p.reason
+    assert any("without native bfloat16" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    native_bf16(True)
+    with caplog.at_level("WARNING", logger="lossreg.engine.precision"):
+        p = resolve_precision("bf16", "cpu")
+    assert p.dtype is torch.bfloat16 and "emulated" not in p.reason and not caplog.records
+
+
 def test_auto_on_cuda(monkeypatch):
     monkeypatch.setattr(precision, "_cuda_bf16", lambda device: True)
     p = resolve_precision("auto", "cuda")
