@@ -132,7 +132,7 @@ def trained(request, synthetic, tmp_path_factory):
     arch = request.param
     train, _ = synthetic
     model = _tiny(arch, num_classes=train.num_classes, score_thr=0.02).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     batches = _batches(train, batch=4, limit=24)
     for step in range(25):
         images, targets = batches[step % len(batches)]
@@ -149,6 +149,10 @@ def _match(eager, ort_out, b):
     """Every eager detection of image ``b`` has an onnxruntime twin: same label, score within 1e-4,
     box within 1e-2 px (greedy, best score first: near-ties may swap places)."""
     n = int(eager[3][b])
+    # scores saturated at 1.0 tie, and which tied candidates make the top max_dets is then up to
+    # each runtime's sort order: a fixture model that saturates makes the comparison meaningless
+    saturated = int((eager[1][b, :n] >= 1 - 1e-6).sum())
+    assert saturated <= 3, f"fixture model saturated: {saturated} of image {b}'s scores are 1.0; train it less"
     assert int(ort_out["num_detections"][b]) == n
     boxes, scores, labels = (torch.from_numpy(ort_out[k][b, :n]) for k in ("boxes", "scores", "labels"))
     free = torch.ones(n, dtype=torch.bool)

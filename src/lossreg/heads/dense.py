@@ -23,6 +23,7 @@ from torch.nn.utils.rnn import pad_sequence
 from .._registry import Slot, build_component
 from ..ops.anchors import AnchorGenerator
 from ..ops.geometry import aligned_box_iou, iou_matrix
+from ..ops.norm import GroupNorm
 from ..ops.postprocess import Padded, batched_group_nms, clip_to_sizes, level_topk, pad_per_image, unpad
 from ._checks import check_head_size, check_num_classes, check_postprocess
 from .normalizer import active_normalizer, avg_factor
@@ -83,7 +84,7 @@ def conv_tower(in_channels: int, feat_channels: int, num_convs: int, norm: str, 
     for i in range(num_convs):
         layers.append(nn.Conv2d(in_channels if i == 0 else feat_channels, feat_channels, 3, padding=1, bias=bias))
         if norm == "gn":
-            layers.append(nn.GroupNorm(32 if feat_channels % 32 == 0 else 1, feat_channels))
+            layers.append(GroupNorm(32 if feat_channels % 32 == 0 else 1, feat_channels))
         layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
 
