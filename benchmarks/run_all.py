@@ -2,7 +2,7 @@
 
 Each benchmark (``bench_losses.py``, ``bench_assigners.py``, ``bench_detectors.py`` at R50
 and at the quick start's size, ``profile_step.py``, ``bench_inference.py``,
-``profile_inference.py``; see
+``profile_convolutions.py`` for inference and training; see
 their ``--help``) runs as its own subprocess, one after the other, with this Python. Their
 printed output goes verbatim into RESULTS.md, each with its command line, its running time
 and a summary of the ratios it printed (lossreg against torchvision or against the loop
@@ -101,10 +101,18 @@ BENCHMARKS: dict[str, tuple[str, str, list[str], list[str], bool, bool]] = {
         True,
     ),
     "inference_profile": (
-        "profile_inference.py",
+        "profile_convolutions.py",
         "Inference profile: convolutions against the rest, and the floor they set on the ratios",
-        ["--repeat", "5"],
-        ["--size", "256", "--repeat", "2"],
+        ["--mode", "infer"],
+        ["--mode", "infer", "--size", "256", "--repeat", "2"],
+        False,
+        True,
+    ),
+    "train_profile": (
+        "profile_convolutions.py",
+        "Training-step profile: convolutions against the rest, and the floor they set on the ratios",
+        ["--mode", "train"],
+        ["--mode", "train", "--models", "quickstart", "--repeat", "2"],
         False,
         True,
     ),
@@ -259,7 +267,7 @@ _INFERENCE_ROW = re.compile(
 )
 _BF16_ROW = re.compile(r"^(\w+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(\d+) vs (\d+)$")
 _FLOOR_ROW = re.compile(
-    r"^(\w+)\s+(lossreg eager|onnxruntime)\s+[\d.]+\s+[\d.]+\s+([\d.]+)%\s+[\d.]+\s+([\d.]+)\s+<= ([\d.]+): (.*)$"
+    r"^(\w+)\s+(lossreg eager|onnxruntime|lossreg)\s+[\d.]+\s+[\d.]+\s+([\d.]+)%\s+[\d.]+\s+[\d.]+\s+([\d.]+)\s+<= ([\d.]+): (.*)$"
 )
 _DETECTOR_ROW = re.compile(
     r"^(\w+)\s+(train|infer)\s+(?:((?:fp32|bf16|fp16|defaults)(?: \([^)]*\))?)\s+)?[\d.]+ms\s+[\d.]+ms\s+[\d.]+ms\s+[\d.]+ms\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+<=\s*([\d.]+)\s+(ok|MISSED)"
@@ -315,7 +323,7 @@ def summary_lines(name: str, stdout: str) -> list[str]:
                 model, batch, _b, _t, ratio, n_bf16, n_fp32 = m.groups()
                 out.append(f"{model} batch {batch}: eager under bf16 autocast / torchvision fp32: {ratio} "
                            f"(detections {n_bf16} vs {n_fp32} in fp32)")
-    elif name == "inference_profile":
+    elif name in ("inference_profile", "train_profile"):
         for line in lines:
             m = _FLOOR_ROW.match(line.strip())
             if m:

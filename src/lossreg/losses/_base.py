@@ -156,6 +156,9 @@ class RegLoss(_LossBase):
 
     ``space = "box"`` losses receive xyxy boxes in pixels, ``space = "delta"``
     losses encoded deltas. Subclasses implement :meth:`rowwise` returning ``[N]``.
+    ``anchors [N, 4]`` (each row's prior box, xyxy pixels: anchor, point box or RoI) is
+    passed by every head for losses that need it; :meth:`rowwise` does not receive it (no
+    built-in loss reads it), so such a loss overrides :meth:`forward`.
     """
 
     task = "reg"
