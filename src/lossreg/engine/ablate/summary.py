@@ -101,7 +101,7 @@ def _table(swaps: Sequence[Mapping[str, Any]], variants: Sequence[Mapping[str, A
             cells += ["baseline", "", ""]
         else:
             cells.append("–" if v["delta_AP"] is None else f"{100 * v['delta_AP']:+.1f}")
-            cells.append(_paired_cell(v["paired_AP"]))
+            cells.append(format_paired(v["paired_AP"]))
             cells.append(verdict(v["paired_AP"]))
         cells.append(_corr(v["stats"]["score_iou_r"]))
         cells.append(_duration(v["stats"]["train_seconds"]["mean"]))
@@ -110,7 +110,7 @@ def _table(swaps: Sequence[Mapping[str, Any]], variants: Sequence[Mapping[str, A
     return "\n".join(lines)
 
 
-def _paired_cell(paired: Mapping[str, Any] | None) -> str:
+def format_paired(paired: Mapping[str, Any] | None) -> str:
     if not paired:
         return "–"
     mean, half = 100 * paired["mean"], paired["ci95"]
