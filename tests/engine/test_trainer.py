@@ -108,6 +108,31 @@ def test_run_folder_contents(uninterrupted):
     assert [r["epoch"] for r in evals] == [1, 2] and "per_class" in evals[0]
 
 
+def test_metrics_json_has_each_epochs_mean_balancer_weight(uninterrupted):
+    records = [r for r in read_metrics(uninterrupted["dir"] / "metrics.jsonl") if r["type"] == "train"]
+    per_epoch = json.loads((uninterrupted["dir"] / "metrics.json").read_text())["loss_weights_per_epoch"]
+    assert per_epoch == uninterrupted["metrics"]["loss_weights_per_epoch"]
+    assert set(per_epoch) == set(records[0]["weights"]) and all(len(v) == 2 for v in per_epoch.values())
+    for task, means in per_epoch.items():
+        for epoch, mean in enumerate(means):
+            values = [r["weights"][task] for r in records if r["epoch"] == epoch]
+            assert mean == pytest.approx(sum(values) / len(values), abs=1e-6)
+    assert len({v for means in per_epoch.values() for v in means}) > 1  # dwa (interval 2) moved the weights
+
+
+def test_epoch_means_by_hand():
+    from lossreg.engine.plots import epoch_means
+
+    records = [
+        {"type": "train", "iter": 1, "epoch": 0, "weights": {"cls": 1.0, "reg": 2.0}},
+        {"type": "train", "iter": 2, "epoch": 0, "weights": {"cls": 0.5, "reg": None}},
+        {"type": "eval", "epoch": 1, "weights": {"cls": 9.0}},  # not a training record
+        {"type": "train", "iter": 5, "epoch": 2, "weights": {"cls": 0.25}},
+    ]
+    assert epoch_means(records) == {"cls": [0.75, None, 0.25], "reg": [2.0, None, None]}
+    assert epoch_means([]) == {}
+
+
 def test_learnable_balancer_parameters_are_optimised(tiny_recipe, tmp_path):
     recipe = tiny_recipe(model={"balancer": "uncertainty"},
                          train={"epochs": 1, "batch_size": 2, "warmup_iters": 0, "log_interval": 1,

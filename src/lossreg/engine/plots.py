@@ -25,7 +25,7 @@ import numpy as np
 
 from .._io import atomic_write_bytes
 
-__all__ = ["plot_metrics", "plot_pr_curves", "plot_score_iou", "read_metrics"]
+__all__ = ["epoch_means", "plot_metrics", "plot_pr_curves", "plot_score_iou", "read_metrics"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,22 @@ def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             logger.debug("skipping a malformed line of %s", p)
     return records
+
+
+def epoch_means(records: list[dict[str, Any]], field: str = "weights", digits: int = 6) -> dict[str, list[float | None]]:
+    """Per key of the training records' ``field`` (e.g. each task's balancer weight): its mean over the
+    logged iterations of each epoch, epochs 0, 1, ... (None for an epoch without a logged value)."""
+    sums: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    epochs = 0
+    for rec in records:
+        if rec.get("type") != "train":
+            continue
+        epochs = max(epochs, int(rec["epoch"]) + 1)
+        for key, value in (rec.get(field) or {}).items():
+            if value is not None:
+                sums[key][int(rec["epoch"])].append(float(value))
+    return {key: [round(sum(v) / len(v), digits) if (v := per_epoch.get(e)) else None for e in range(epochs)]
+            for key, per_epoch in sums.items()}
 
 
 def _series(records: list[dict[str, Any]], field: str) -> dict[str, tuple[list[int], list[float]]]:

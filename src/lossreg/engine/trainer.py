@@ -33,7 +33,9 @@ The run folder (rank 0 writes it; see :mod:`.distributed`)::
                             epochs with an evaluation or a numbered checkpoint, otherwise at most
                             once a minute, and at the end
     tensorboard/            with ``train.tensorboard``: the same scalars for TensorBoard (:mod:`.tensorboard`)
-    metrics.json            the final evaluation and ``train_seconds``, when training ends
+    metrics.json            the final evaluation, ``train_seconds`` and ``loss_weights_per_epoch``
+                            (each task's balancer weight, mean over each epoch's logged
+                            iterations), when training ends
     model/                  the trained model in the Hub layout (lossreg.save_pretrained): model.safetensors,
                             config.json, recipe.yaml, README.md (model card); `lossreg push` publishes it
 
@@ -83,7 +85,7 @@ from .accumulate import accumulate_step, split_batch
 from .checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
 from .ema import ModelEMA
 from .evaluate import METRIC_KEYS, evaluate
-from .plots import plot_metrics, read_metrics
+from .plots import epoch_means, plot_metrics, read_metrics
 from .precision import resolve_precision
 from .runs import RunFolder, default_run_dir
 from .sampler import ResumableSampler, SeededItems
@@ -817,6 +819,8 @@ class Trainer:
             "train_seconds": round(self.train_seconds, 3),
             "iterations": self.iteration,
             "epochs": self.iteration // self.iters_per_epoch,
+            # small enough for an ablation archive, and what explains a balancer's result
+            "loss_weights_per_epoch": epoch_means(read_metrics(self.metrics_path)),
             "versions": versions(),
         }
         if self.best is not None:
